@@ -1,0 +1,1 @@
+namespace TransformerInference; internal static class Placeholder { }
