@@ -1,0 +1,126 @@
+using System.Collections;
+using System.Text.Json;
+using TorchSharp;
+using TorchSharp.PyBridge;
+using TransformerInference.Modeling;
+using static TorchSharp.torch;
+
+namespace TransformerInference.Loading;
+
+/// <summary>
+/// Builds a <see cref="TransformerModel"/> from files: seed checkpoints (<c>torch.save</c> files in either naming
+/// scheme) and model folders (<c>config.json</c> + <c>model.safetensors</c>).
+/// </summary>
+public static class ModelLoader
+{
+    /// <summary>Loads a seed checkpoint file or a model folder, whichever <paramref name="path"/> is.</summary>
+    /// <exception cref="FileNotFoundException">Nothing exists at the path.</exception>
+    /// <exception cref="CheckpointException">The file cannot be used; the message names the file and tensor.</exception>
+    public static TransformerModel Load(string path, ModelLoadOptions? options = null) =>
+        Directory.Exists(path) ? LoadFolder(path, options) : LoadSeedCheckpoint(path, options);
+
+    /// <summary>
+    /// Loads a <c>torch.save</c> file of the classic "pytorch-transformer" seed: a plain state dict or a training
+    /// checkpoint holding <c>model_state_dict</c>. Both naming schemes load (detected from the keys); every size is
+    /// inferred from tensor shapes, the head count comes from <see cref="ModelLoadOptions.Heads"/>.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="CheckpointException">The file is corrupt, truncated, not a checkpoint, or has missing,
+    /// unexpected or mis-shaped tensors.</exception>
+    /// <exception cref="ArgumentException">The head count does not divide d_model.</exception>
+    public static TransformerModel LoadSeedCheckpoint(string path, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        var tensors = ReadTorchSave(path);
+        try
+        {
+            var (config, canonical) = SeedCheckpoint.Interpret(tensors, path, options);
+            return Build(config, canonical, path, options);
+        }
+        catch
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads a folder holding <c>config.json</c> (schema <c>seed_transformer</c>, see the README) and
+    /// <c>model.safetensors</c>.</summary>
+    /// <exception cref="FileNotFoundException">A file is missing.</exception>
+    /// <exception cref="CheckpointException">The config or weights cannot be used.</exception>
+    public static TransformerModel LoadFolder(string folder, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        var configPath = Path.Combine(folder, "config.json");
+        var weightsPath = Path.Combine(folder, "model.safetensors");
+        var config = FolderConfig.Read(configPath);
+        if (!File.Exists(weightsPath)) throw new FileNotFoundException($"The model folder has no model.safetensors: '{weightsPath}'.", weightsPath);
+        Dictionary<string, Tensor> tensors;
+        try
+        {
+            tensors = Safetensors.LoadStateDict(weightsPath);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new CheckpointException($"Cannot read safetensors weights: {e.Message}", weightsPath, inner: e);
+        }
+        return Build(config, tensors, weightsPath, options);
+    }
+
+    private static TransformerModel Build(TransformerConfig config, Dictionary<string, Tensor> tensors, string source, ModelLoadOptions options)
+    {
+        using var weights = new WeightSet(tensors, source, options.Device ?? CPU, options.DType);
+        using var _ = no_grad();
+        return new TransformerModel(config, weights, options.FuseParallel);
+    }
+
+    /// <summary>Reads every tensor of a <c>torch.save</c> zip file; a checkpoint dict yields its <c>model_state_dict</c>.</summary>
+    private static Dictionary<string, Tensor> ReadTorchSave(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint file not found: '{path}'.", path);
+        Hashtable top;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            top = PyTorchUnpickler.UnpickleStateDict(stream, leaveOpen: true);
+        }
+        catch (NotImplementedException e)
+        {
+            throw new CheckpointException("Not a zip-format torch.save file (the legacy format is not supported; re-save with a current PyTorch)", path, inner: e);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new CheckpointException($"Cannot read the checkpoint (corrupt or truncated?): {e.GetType().Name}: {e.Message}", path, inner: e);
+        }
+        var dict = top;
+        if (top.ContainsKey("model_state_dict"))
+        {
+            dict = top["model_state_dict"] as Hashtable
+                ?? throw new CheckpointException("'model_state_dict' is not a dictionary", path);
+        }
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (DictionaryEntry entry in dict)
+        {
+            if (entry.Key is string name && entry.Value is Tensor t) result[name] = t;
+        }
+        // Tensors outside the state dict (optimizer state) are not needed.
+        if (!ReferenceEquals(dict, top)) DisposeTensors(top, dict);
+        if (result.Count == 0)
+            throw new CheckpointException("The file holds no model tensors (neither a state dict nor a dict with 'model_state_dict')", path);
+        return result;
+    }
+
+    private static void DisposeTensors(object? value, Hashtable keep)
+    {
+        switch (value)
+        {
+            case Tensor t: t.Dispose(); break;
+            case Hashtable h when !ReferenceEquals(h, keep):
+                foreach (DictionaryEntry e in h) DisposeTensors(e.Value, keep);
+                break;
+            case IEnumerable list and not string:
+                foreach (var item in list) DisposeTensors(item, keep);
+                break;
+        }
+    }
+}

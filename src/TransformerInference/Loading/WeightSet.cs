@@ -1,0 +1,70 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace TransformerInference.Loading;
+
+/// <summary>
+/// Named tensors in our canonical naming, handed out to the modules that build the graph. It checks each tensor's
+/// presence and shape as it is taken (clear errors instead of native crashes) and knows which ones were never taken.
+/// </summary>
+internal sealed class WeightSet : IDisposable
+{
+    private readonly Dictionary<string, Tensor> _tensors;
+    private readonly HashSet<string> _taken = new();
+
+    public WeightSet(Dictionary<string, Tensor> tensors, string source, Device device, ScalarType dtype)
+    {
+        _tensors = tensors;
+        Source = source;
+        Device = device;
+        DType = dtype;
+    }
+
+    /// <summary>The file or folder the tensors came from (for messages).</summary>
+    public string Source { get; }
+    public Device Device { get; }
+    public ScalarType DType { get; }
+
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    /// <summary>Takes a tensor with the given shape, converted to the target device and dtype; the caller owns it.</summary>
+    public Tensor Take(string name, params long[] shape)
+    {
+        if (!_tensors.TryGetValue(name, out var t))
+            throw new CheckpointException("A tensor the model needs is missing", Source, name);
+        if (!t.shape.SequenceEqual(shape))
+            throw new CheckpointException(
+                $"Tensor has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", shape)}]", Source, name);
+        if (!t.is_floating_point())
+            throw new CheckpointException($"Tensor has dtype {t.dtype}, expected a floating-point type", Source, name);
+        _taken.Add(name);
+        var converted = t.to(DType, Device).DetachFromDisposeScope();
+        if (!ReferenceEquals(converted, t) && converted.Handle != t.Handle)
+        {
+            t.Dispose();
+            _tensors[name] = converted;
+        }
+        return converted;
+    }
+
+    /// <summary>Takes a tensor if the model variant has it.</summary>
+    public Tensor? TakeIf(bool present, string name, params long[] shape) => present ? Take(name, shape) : null;
+
+    /// <summary>Throws if the file holds tensors that no module took: a sign of a wrong architecture guess.</summary>
+    public void EnsureAllTaken()
+    {
+        var extra = _tensors.Keys.Where(k => !_taken.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        if (extra.Count > 0)
+            throw new CheckpointException(
+                $"The file has {extra.Count} tensor(s) the model does not use: {string.Join(", ", extra.Take(8))}{(extra.Count > 8 ? ", ..." : "")}",
+                Source, extra[0]);
+    }
+
+    /// <summary>Disposes the tensors no module took (taken ones belong to the model).</summary>
+    public void Dispose()
+    {
+        foreach (var (name, t) in _tensors)
+            if (!_taken.Contains(name)) t.Dispose();
+        _tensors.Clear();
+    }
+}

@@ -1,0 +1,102 @@
+using TransformerInference.Decoding;
+using TransformerInference.Loading;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace TransformerInference.Modeling;
+
+/// <summary>Reads the q/k/v/o projections of one attention block (w_q, w_k, w_v, w_o, biases if the config has them).</summary>
+internal static class AttentionWeights
+{
+    public static (Tensor Weight, Tensor? Bias) Read(WeightSet w, string name, long rows, long cols, TransformerConfig c) =>
+        (w.Take(name + ".weight", rows, cols), w.TakeIf(c.AttentionBias, name + ".bias", rows));
+
+    /// <summary>Concatenates projections along the output dimension (one product instead of several); a missing bias
+    /// becomes zeros when another part has one. The parts are disposed.</summary>
+    public static (Tensor Weight, Tensor? Bias) Stack(params (Tensor Weight, Tensor? Bias)[] parts)
+    {
+        var weight = cat(parts.Select(p => p.Weight).ToArray(), 0).DetachFromDisposeScope();
+        Tensor? bias = null;
+        if (parts.Any(p => p.Bias is not null))
+        {
+            using var scope = NewDisposeScope();
+            bias = cat(parts.Select(p => p.Bias ?? zeros(p.Weight.shape[0], p.Weight.dtype, p.Weight.device)).ToArray(), 0)
+                .MoveToOuterDisposeScope();
+        }
+        foreach (var (wt, b) in parts)
+        {
+            wt.Dispose();
+            b?.Dispose();
+        }
+        return (weight, bias);
+    }
+}
+
+/// <summary>Self-attention with q, k and v computed by one fused product.</summary>
+internal sealed class SelfAttention : IDisposable
+{
+    private readonly AttentionHeads _heads;
+    private readonly Tensor _qkvWeight, _outWeight;
+    private readonly Tensor? _qkvBias, _outBias;
+
+    public SelfAttention(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads)
+    {
+        _heads = heads;
+        (_qkvWeight, _qkvBias) = AttentionWeights.Stack(ReadQkv(w, prefix, c, heads));
+        (_outWeight, _outBias) = AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c);
+    }
+
+    public static (Tensor, Tensor?)[] ReadQkv(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads) => new[]
+    {
+        AttentionWeights.Read(w, prefix + ".w_q", heads.QueryWidth, c.DModel, c),
+        AttentionWeights.Read(w, prefix + ".w_k", heads.KvWidth, c.DModel, c),
+        AttentionWeights.Read(w, prefix + ".w_v", heads.KvWidth, c.DModel, c),
+    };
+
+    public Tensor Forward(Tensor x, Tensor? mask, long offset, KvCache? cache, int layer)
+    {
+        var qkv = F.linear(x, _qkvWeight, _qkvBias).split(new[] { _heads.QueryWidth, _heads.KvWidth, _heads.KvWidth }, -1);
+        return F.linear(_heads.SelfAttend(qkv[0], qkv[1], qkv[2], mask, offset, cache, layer), _outWeight, _outBias);
+    }
+
+    public void Dispose()
+    {
+        _qkvWeight.Dispose();
+        _qkvBias?.Dispose();
+        _outWeight.Dispose();
+        _outBias?.Dispose();
+    }
+}
+
+/// <summary>Decoder cross-attention; keys and values of the encoder output are computed once (one fused product).</summary>
+internal sealed class CrossAttention : IDisposable
+{
+    private readonly AttentionHeads _heads;
+    private readonly Tensor _qWeight, _kvWeight, _outWeight;
+    private readonly Tensor? _qBias, _kvBias, _outBias;
+
+    public CrossAttention(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads)
+    {
+        _heads = heads;
+        (_qWeight, _qBias) = AttentionWeights.Read(w, prefix + ".w_q", heads.QueryWidth, c.DModel, c);
+        (_kvWeight, _kvBias) = AttentionWeights.Stack(
+            AttentionWeights.Read(w, prefix + ".w_k", heads.KvWidth, c.DModel, c),
+            AttentionWeights.Read(w, prefix + ".w_v", heads.KvWidth, c.DModel, c));
+        (_outWeight, _outBias) = AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c);
+    }
+
+    /// <summary>Keys and values [B,G,S,d_k] of the encoder output.</summary>
+    public (Tensor Keys, Tensor Values) ProjectMemory(Tensor memory)
+    {
+        var kv = F.linear(memory, _kvWeight, _kvBias).split(new[] { _heads.KvWidth, _heads.KvWidth }, -1);
+        return (_heads.SplitKv(kv[0]).contiguous(), _heads.SplitKv(kv[1]).contiguous());
+    }
+
+    public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor sourceMask) =>
+        F.linear(_heads.Attend(F.linear(x, _qWeight, _qBias), keys, values, sourceMask), _outWeight, _outBias);
+
+    public void Dispose()
+    {
+        foreach (var t in new[] { _qWeight, _kvWeight, _outWeight, _qBias, _kvBias, _outBias }) t?.Dispose();
+    }
+}

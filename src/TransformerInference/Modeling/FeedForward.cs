@@ -1,0 +1,75 @@
+using TransformerInference.Loading;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace TransformerInference.Modeling;
+
+/// <summary>
+/// The position-wise feed-forward network. For SwiGLU, w1 and w3 are stored stacked as one input matrix so one
+/// product computes both.
+/// </summary>
+internal sealed class FeedForward : IDisposable
+{
+    private readonly FeedForwardKind _kind;
+    private readonly Tensor _inWeight;
+    private readonly Tensor? _inBias;
+    private readonly Tensor _outWeight;
+    private readonly Tensor? _outBias;
+
+    public FeedForward(WeightSet weights, string prefix, TransformerConfig config)
+    {
+        _kind = config.FeedForward;
+        (_inWeight, _inBias) = ReadInput(weights, prefix, config);
+        (_outWeight, _outBias) = ReadOutput(weights, prefix, config);
+    }
+
+    /// <summary>Width of the input projection's output (2·d_ff for SwiGLU).</summary>
+    public static int InputWidth(TransformerConfig config) =>
+        config.FeedForward == FeedForwardKind.SwiGlu ? 2 * config.DFF : config.DFF;
+
+    /// <summary>Reads the input projection ([w1; w3] for SwiGLU, linear_1 otherwise).</summary>
+    public static (Tensor Weight, Tensor? Bias) ReadInput(WeightSet w, string prefix, TransformerConfig c)
+    {
+        var bias = c.FeedForwardBias;
+        if (c.FeedForward != FeedForwardKind.SwiGlu)
+            return (w.Take(prefix + ".linear_1.weight", c.DFF, c.DModel), w.TakeIf(bias, prefix + ".linear_1.bias", c.DFF));
+        using var w1 = w.Take(prefix + ".w1.weight", c.DFF, c.DModel);
+        using var w3 = w.Take(prefix + ".w3.weight", c.DFF, c.DModel);
+        var weight = cat(new[] { w1, w3 }, 0).DetachFromDisposeScope();
+        if (!bias) return (weight, null);
+        using var b1 = w.Take(prefix + ".w1.bias", c.DFF);
+        using var b3 = w.Take(prefix + ".w3.bias", c.DFF);
+        return (weight, cat(new[] { b1, b3 }, 0).DetachFromDisposeScope());
+    }
+
+    /// <summary>Reads the output projection (linear_2 or w2).</summary>
+    public static (Tensor Weight, Tensor? Bias) ReadOutput(WeightSet w, string prefix, TransformerConfig c)
+    {
+        var name = prefix + (c.FeedForward == FeedForwardKind.SwiGlu ? ".w2" : ".linear_2");
+        return (w.Take(name + ".weight", c.DModel, c.DFF), w.TakeIf(c.FeedForwardBias, name + ".bias", c.DModel));
+    }
+
+    /// <summary>The hidden activation from the input projection's output.</summary>
+    public static Tensor Activate(FeedForwardKind kind, Tensor pre)
+    {
+        switch (kind)
+        {
+            case FeedForwardKind.Relu: return F.relu(pre);
+            case FeedForwardKind.Gelu: return F.gelu(pre); // exact erf form, as the reference
+            default:
+                var halves = pre.chunk(2, -1);
+                return F.silu(halves[0]) * halves[1];
+        }
+    }
+
+    public Tensor Forward(Tensor x) =>
+        F.linear(Activate(_kind, F.linear(x, _inWeight, _inBias)), _outWeight, _outBias);
+
+    public void Dispose()
+    {
+        _inWeight.Dispose();
+        _inBias?.Dispose();
+        _outWeight.Dispose();
+        _outBias?.Dispose();
+    }
+}

@@ -1,0 +1,46 @@
+using TransformerInference.Loading;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace TransformerInference.Modeling;
+
+/// <summary>One normalisation of the kind the config names (seed LayerNormalization, torch LayerNorm or RMSNorm).</summary>
+internal sealed class Norm : IDisposable
+{
+    private readonly NormKind _kind;
+    private readonly double _eps;
+    private readonly long[] _shape;
+    private readonly Tensor _weight;
+    private readonly Tensor? _bias;
+
+    public Norm(WeightSet weights, string prefix, TransformerConfig config)
+    {
+        _kind = config.Norm;
+        _eps = config.NormEps;
+        _shape = new long[] { config.DModel };
+        _weight = weights.Take(prefix + (_kind == NormKind.Seed ? ".alpha" : ".weight"), config.DModel);
+        _bias = weights.TakeIf(_kind != NormKind.RmsNorm, prefix + ".bias", config.DModel);
+    }
+
+    public Tensor Forward(Tensor x)
+    {
+        switch (_kind)
+        {
+            case NormKind.Seed:
+                // The seed's own norm: unbiased std, eps added to the std (not inside a square root).
+                var mean = x.mean(new long[] { -1 }, keepdim: true);
+                var std = x.std(new long[] { -1 }, unbiased: true, keepdim: true);
+                return _weight * (x - mean) / (std + _eps) + _bias!;
+            case NormKind.LayerNorm:
+                return F.layer_norm(x, _shape, _weight, _bias, _eps);
+            default:
+                return x * (x * x).mean(new long[] { -1 }, keepdim: true).add_(_eps).rsqrt_() * _weight;
+        }
+    }
+
+    public void Dispose()
+    {
+        _weight.Dispose();
+        _bias?.Dispose();
+    }
+}

@@ -1,0 +1,136 @@
+using TransformerInference.Decoding;
+using TransformerInference.Loading;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace TransformerInference.Modeling;
+
+/// <summary>
+/// One encoder or decoder layer, serial or parallel.
+/// Serial (the seed): <c>x += SA(N0(x))</c>; decoder <c>x += CA(N1(x), m)</c>; <c>x += FFN(N_last(x))</c>.
+/// Parallel: <c>n = N(x); x += SA(n) + FFN(n)</c>; decoder <c>x += CA(N_c(x), m)</c>.
+/// </summary>
+internal sealed class TransformerLayer : IDisposable
+{
+    private readonly BlockKind _block;
+    private readonly Norm _selfNorm;
+    private readonly Norm? _crossNorm;
+    private readonly Norm? _ffnNorm; // serial only
+    private readonly SelfAttention? _selfAttention; // serial, or parallel unfused
+    private readonly FeedForward? _feedForward;
+    private readonly FusedParallelBlock? _fused;
+    private readonly CrossAttention? _crossAttention;
+
+    public TransformerLayer(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads, bool decoder, bool fuseParallel)
+    {
+        _block = c.Block;
+        if (_block == BlockKind.Serial)
+        {
+            _selfNorm = new Norm(w, prefix + ".residual_connections.0.norm", c);
+            if (decoder) _crossNorm = new Norm(w, prefix + ".residual_connections.1.norm", c);
+            _ffnNorm = new Norm(w, prefix + $".residual_connections.{(decoder ? 2 : 1)}.norm", c);
+        }
+        else
+        {
+            _selfNorm = new Norm(w, prefix + ".norm", c);
+            if (decoder) _crossNorm = new Norm(w, prefix + ".cross_attention_norm", c);
+        }
+        if (_block == BlockKind.Parallel && fuseParallel)
+            _fused = new FusedParallelBlock(w, prefix, c, heads);
+        else
+        {
+            _selfAttention = new SelfAttention(w, prefix + ".self_attention_block", c, heads);
+            _feedForward = new FeedForward(w, prefix + ".feed_forward_block", c);
+        }
+        if (decoder) _crossAttention = new CrossAttention(w, prefix + ".cross_attention_block", c, heads);
+    }
+
+    public CrossAttention? CrossAttention => _crossAttention;
+
+    /// <summary>Runs the layer. <paramref name="cross"/> holds the encoder keys/values and source mask (decoder only).</summary>
+    public Tensor Forward(Tensor x, Tensor? selfMask, long offset, KvCache? cache, int layer,
+        (Tensor Keys, Tensor Values, Tensor Mask)? cross)
+    {
+        if (_block == BlockKind.Serial)
+        {
+            x = x + _selfAttention!.Forward(_selfNorm.Forward(x), selfMask, offset, cache, layer);
+            if (cross is { } c1) x = x + _crossAttention!.Forward(_crossNorm!.Forward(x), c1.Keys, c1.Values, c1.Mask);
+            return x + _feedForward!.Forward(_ffnNorm!.Forward(x));
+        }
+        var n = _selfNorm.Forward(x);
+        x = _fused is not null
+            ? x + _fused.Forward(n, selfMask, offset, cache, layer)
+            : x + _selfAttention!.Forward(n, selfMask, offset, cache, layer) + _feedForward!.Forward(n);
+        if (cross is { } c2) x = x + _crossAttention!.Forward(_crossNorm!.Forward(x), c2.Keys, c2.Values, c2.Mask);
+        return x;
+    }
+
+    public void Dispose()
+    {
+        _selfNorm.Dispose();
+        _crossNorm?.Dispose();
+        _ffnNorm?.Dispose();
+        _selfAttention?.Dispose();
+        _feedForward?.Dispose();
+        _fused?.Dispose();
+        _crossAttention?.Dispose();
+    }
+}
+
+/// <summary>
+/// The parallel block's <c>SA(n) + FFN(n)</c> in two products: one input product gives q, k, v and the FFN input
+/// from the shared norm output; one output product applies [W_o | W_2] to the concatenated attention and FFN hidden
+/// vectors (biases summed).
+/// </summary>
+internal sealed class FusedParallelBlock : IDisposable
+{
+    private readonly AttentionHeads _heads;
+    private readonly FeedForwardKind _ffn;
+    private readonly long[] _splits;
+    private readonly Tensor _inWeight, _outWeight;
+    private readonly Tensor? _inBias, _outBias;
+
+    public FusedParallelBlock(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads)
+    {
+        _heads = heads;
+        _ffn = c.FeedForward;
+        _splits = new[] { heads.QueryWidth, heads.KvWidth, heads.KvWidth, (long)FeedForward.InputWidth(c) };
+        var qkv = SelfAttention.ReadQkv(w, prefix + ".self_attention_block", c, heads);
+        var ffnIn = FeedForward.ReadInput(w, prefix + ".feed_forward_block", c);
+        (_inWeight, _inBias) = AttentionWeights.Stack(qkv[0], qkv[1], qkv[2], ffnIn);
+
+        var (wo, bo) = AttentionWeights.Read(w, prefix + ".self_attention_block.w_o", c.DModel, heads.QueryWidth, c);
+        var (w2, b2) = FeedForward.ReadOutput(w, prefix + ".feed_forward_block", c);
+        _outWeight = cat(new[] { wo, w2 }, 1).DetachFromDisposeScope();
+        _outBias = (bo, b2) switch
+        {
+            (null, null) => null,
+            (not null, null) => bo,
+            (null, not null) => b2,
+            _ => (bo + b2).DetachFromDisposeScope(),
+        };
+        wo.Dispose();
+        w2.Dispose();
+        if (bo is not null && b2 is not null)
+        {
+            bo.Dispose();
+            b2.Dispose();
+        }
+    }
+
+    public Tensor Forward(Tensor n, Tensor? mask, long offset, KvCache? cache, int layer)
+    {
+        var parts = F.linear(n, _inWeight, _inBias).split(_splits, -1);
+        var attention = _heads.SelfAttend(parts[0], parts[1], parts[2], mask, offset, cache, layer);
+        var hidden = FeedForward.Activate(_ffn, parts[3]);
+        return F.linear(cat(new[] { attention, hidden }, -1), _outWeight, _outBias);
+    }
+
+    public void Dispose()
+    {
+        _inWeight.Dispose();
+        _inBias?.Dispose();
+        _outWeight.Dispose();
+        _outBias?.Dispose();
+    }
+}

@@ -1,0 +1,167 @@
+using TorchSharp;
+using TransformerInference.Decoding;
+using TransformerInference.Loading;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace TransformerInference.Modeling;
+
+/// <summary>
+/// The encoder-decoder graph for every supported model family, built from a <see cref="TransformerConfig"/> and
+/// weights in our canonical naming. Inputs are id tensors; masks are boolean, true where attention is allowed.
+/// Instances come from <see cref="Loading.ModelLoader"/>. Not thread-safe: use one instance per thread, or lock.
+/// </summary>
+public sealed class TransformerModel : ISeq2SeqModel, IDisposable
+{
+    private readonly Embeddings _sourceEmbeddings, _targetEmbeddings;
+    private readonly TransformerLayer[] _encoderLayers, _decoderLayers;
+    private readonly Norm _encoderNorm, _decoderNorm;
+    private readonly Tensor _projection; // [tgt_vocab, d_model], the target embedding when tied
+    private readonly Tensor? _projectionBias;
+    private readonly Rotary? _rotary;
+    private bool _disposed;
+
+    internal TransformerModel(TransformerConfig config, WeightSet w, bool fuseParallel = true)
+    {
+        Config = config.Validate();
+        Device = w.Device;
+        DType = w.DType;
+        var c = config;
+        if (c.Positions == PositionKind.Rotary)
+            _rotary = new Rotary(Math.Max(c.MaxSourcePositions, c.MaxTargetPositions), c.HeadDim, c.RopeTheta, w.Device, w.DType);
+        var heads = new AttentionHeads(c, _rotary);
+        _sourceEmbeddings = new Embeddings(w, "src", c.SourceVocabSize, c.MaxSourcePositions, c);
+        _targetEmbeddings = new Embeddings(w, "tgt", c.TargetVocabSize, c.MaxTargetPositions, c);
+        _encoderLayers = Enumerable.Range(0, c.EncoderLayers)
+            .Select(i => new TransformerLayer(w, $"encoder.layers.{i}", c, heads, decoder: false, fuseParallel)).ToArray();
+        _decoderLayers = Enumerable.Range(0, c.DecoderLayers)
+            .Select(i => new TransformerLayer(w, $"decoder.layers.{i}", c, heads, decoder: true, fuseParallel)).ToArray();
+        _encoderNorm = new Norm(w, "encoder.norm", c);
+        _decoderNorm = new Norm(w, "decoder.norm", c);
+        _projection = c.TieOutputProjection
+            ? _targetEmbeddings.Table.alias().DetachFromDisposeScope()
+            : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel);
+        _projectionBias = w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize);
+        w.EnsureAllTaken();
+    }
+
+    /// <summary>The architecture.</summary>
+    public TransformerConfig Config { get; }
+    /// <inheritdoc />
+    public Device Device { get; }
+    /// <summary>Floating-point type of the weights and activations.</summary>
+    public ScalarType DType { get; }
+    /// <inheritdoc />
+    public int SosId => Config.SosId;
+    /// <inheritdoc />
+    public int EosId => Config.EosId;
+    /// <inheritdoc />
+    public int PadId => Config.PadId;
+    /// <inheritdoc />
+    public int TargetVocabSize => Config.TargetVocabSize;
+    /// <inheritdoc />
+    public int MaxSourceLength => Config.MaxSourcePositions;
+    /// <inheritdoc />
+    public int MaxTargetLength => Config.MaxTargetPositions;
+
+    /// <summary>Encoder: ids <c>[B,S]</c> and source mask <c>[B,1,1,S]</c> → memory <c>[B,S,d_model]</c> (after the final norm).</summary>
+    public Tensor Encode(Tensor source, Tensor sourceMask)
+    {
+        CheckIds(source, Config.SourceVocabSize, MaxSourceLength, "source");
+        var x = _sourceEmbeddings.Forward(source, 0);
+        foreach (var layer in _encoderLayers) x = layer.Forward(x, sourceMask, 0, null, 0, null);
+        return _encoderNorm.Forward(x);
+    }
+
+    /// <summary>Decoder over a whole target prefix without a cache (the reference path): memory, source mask,
+    /// target ids <c>[B,T]</c> and target mask <c>[B|1,1,T,T]</c> → hidden states <c>[B,T,d_model]</c>.</summary>
+    public Tensor Decode(Tensor memory, Tensor sourceMask, Tensor target, Tensor targetMask)
+    {
+        CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
+        var x = _targetEmbeddings.Forward(target, 0);
+        for (var i = 0; i < _decoderLayers.Length; i++)
+        {
+            var (k, v) = _decoderLayers[i].CrossAttention!.ProjectMemory(memory);
+            x = _decoderLayers[i].Forward(x, targetMask, 0, null, i, (k, v, sourceMask));
+        }
+        return _decoderNorm.Forward(x);
+    }
+
+    /// <summary>Output projection: hidden states → scores over the target vocabulary (log-probabilities when the
+    /// family's projection applies log-softmax).</summary>
+    public Tensor Project(Tensor hidden)
+    {
+        var scores = F.linear(hidden, _projection, _projectionBias);
+        return Config.OutputLogSoftmax ? scores.log_softmax(-1) : scores;
+    }
+
+    /// <inheritdoc />
+    public KvCache Start(Tensor sourceIds, long capacity)
+    {
+        if (capacity < 1 || capacity > MaxTargetLength)
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The cache capacity must be within 1..{MaxTargetLength}.");
+        using var scope = NewDisposeScope();
+        var mask = Masks.SourceKeyMask(sourceIds, PadId);
+        var memory = Encode(sourceIds, mask);
+        var cache = new KvCache(_decoderLayers.Length, sourceIds.shape[0], Config.EffectiveKvHeads, capacity,
+            Config.HeadDim, mask, DType, Device);
+        for (var i = 0; i < _decoderLayers.Length; i++)
+        {
+            var (k, v) = _decoderLayers[i].CrossAttention!.ProjectMemory(memory);
+            cache.SetCross(i, k, v);
+        }
+        return cache;
+    }
+
+    /// <summary>Decoder on new target ids <c>[B,T]</c> placed after the cached positions; appends their keys and
+    /// values to <paramref name="cache"/> and returns hidden states <c>[B,T,d_model]</c>.</summary>
+    public Tensor DecodeStep(Tensor target, KvCache cache)
+    {
+        var offset = cache.Length;
+        var count = target.shape[1];
+        if (offset + count > MaxTargetLength)
+            throw new ArgumentException($"The target would reach {offset + count} positions; the model has {MaxTargetLength}.", nameof(target));
+        var x = _targetEmbeddings.Forward(target, offset);
+        var mask = count == 1 ? null : Masks.Causal(count, offset, Device);
+        for (var i = 0; i < _decoderLayers.Length; i++)
+        {
+            var (k, v) = cache.Cross(i);
+            x = _decoderLayers[i].Forward(x, mask, offset, cache, i, (k, v, cache.SourceMask));
+        }
+        cache.Advance(count);
+        return _decoderNorm.Forward(x);
+    }
+
+    /// <inheritdoc />
+    public Tensor Step(Tensor tokens, KvCache cache)
+    {
+        var hidden = DecodeStep(tokens, cache);
+        var last = hidden.select(1, hidden.shape[1] - 1);
+        var scores = Project(last);
+        return scores.dtype == ScalarType.Float32 ? scores : scores.to(ScalarType.Float32);
+    }
+
+    private static void CheckIds(Tensor ids, int vocab, int maxLength, string what)
+    {
+        if (ids.dim() != 2) throw new ArgumentException($"The {what} ids must be [batch, length], got [{string.Join(", ", ids.shape)}].");
+        if (ids.dtype != ScalarType.Int64) throw new ArgumentException($"The {what} ids must be int64, got {ids.dtype}.");
+        if (ids.shape[1] > maxLength)
+            throw new ArgumentException($"The {what} has {ids.shape[1]} positions; the model allows at most {maxLength}.");
+    }
+
+    /// <summary>Frees every weight tensor.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _sourceEmbeddings.Dispose();
+        _targetEmbeddings.Dispose();
+        foreach (var l in _encoderLayers) l.Dispose();
+        foreach (var l in _decoderLayers) l.Dispose();
+        _encoderNorm.Dispose();
+        _decoderNorm.Dispose();
+        _projection.Dispose();
+        _projectionBias?.Dispose();
+        _rotary?.Dispose();
+    }
+}

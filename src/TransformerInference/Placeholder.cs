@@ -1,1 +1,0 @@
-namespace TransformerInference; internal static class Placeholder { }
