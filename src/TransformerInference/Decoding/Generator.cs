@@ -1,0 +1,115 @@
+using static TorchSharp.torch;
+
+namespace TransformerInference.Decoding;
+
+/// <summary>
+/// Search over an <see cref="ISeq2SeqModel"/>: greedy, sampling and beam search with a KV cache. The encoder runs
+/// once per batch; each step feeds only the newest token of every live sequence. Knows nothing of layers.
+/// </summary>
+public static class Generator
+{
+    /// <summary>
+    /// Generates target sequences for a batch of encoder inputs (each already framed as the model expects, e.g.
+    /// <c>[SOS] ids [EOS]</c>). Greedy and sampling decode the batch together and drop finished sequences from it;
+    /// beam search runs each input with its own beams. Results come back in input order.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="sources">Encoder input ids per sequence.</param>
+    /// <param name="options">Search options (default greedy).</param>
+    /// <param name="onToken">Called with (input index, token id) for each token as it is chosen (greedy and sampling; not for <c>[EOS]</c>).</param>
+    /// <param name="cancellationToken">Checked before every step.</param>
+    /// <returns>Per input, its hypotheses best first (<see cref="DecodingOptions.NBest"/> of them for beams, one otherwise).</returns>
+    public static IReadOnlyList<IReadOnlyList<Hypothesis>> Generate(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources,
+        DecodingOptions? options = null, Action<int, int>? onToken = null, CancellationToken cancellationToken = default)
+    {
+        options = (options ?? new DecodingOptions()).Validate();
+        var maxNew = options.MaxNewTokens ?? model.MaxTargetLength - 1;
+        if (maxNew > model.MaxTargetLength)
+            throw new ArgumentException($"MaxNewTokens {maxNew} exceeds the model's {model.MaxTargetLength} target positions.", nameof(options));
+        foreach (var s in sources)
+        {
+            if (s.Count == 0) throw new ArgumentException("An encoder input is empty; frame it with the start/end tokens.", nameof(sources));
+            if (s.Count > model.MaxSourceLength)
+                throw new ArgumentException($"An encoder input has {s.Count} positions; the model accepts at most {model.MaxSourceLength}.", nameof(sources));
+        }
+        if (sources.Count == 0) return Array.Empty<IReadOnlyList<Hypothesis>>();
+        using var noGrad = inference_mode();
+        if (options.BeamSize > 1)
+        {
+            var results = new IReadOnlyList<Hypothesis>[sources.Count];
+            for (var i = 0; i < sources.Count; i++)
+                results[i] = BeamSearch.Run(model, sources[i], maxNew, options, cancellationToken);
+            return results;
+        }
+        return SampleOrGreedy(model, sources, maxNew, options, onToken, cancellationToken);
+    }
+
+    /// <summary>A right-padded int64 batch <c>[B, S]</c> on the model's device.</summary>
+    internal static Tensor Batch(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources)
+    {
+        var width = sources.Max(s => s.Count);
+        var data = new long[sources.Count * width];
+        Array.Fill(data, model.PadId);
+        for (var i = 0; i < sources.Count; i++)
+            for (var j = 0; j < sources[i].Count; j++) data[i * width + j] = sources[i][j];
+        using var host = tensor(data, new long[] { sources.Count, width });
+        return host.to(model.Device);
+    }
+
+    private static IReadOnlyList<IReadOnlyList<Hypothesis>> SampleOrGreedy(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources,
+        int maxNew, DecodingOptions o, Action<int, int>? onToken, CancellationToken ct)
+    {
+        var count = sources.Count;
+        KvCache cache;
+        using (var src = Batch(model, sources)) cache = model.Start(src, maxNew);
+        using var _ = cache;
+        var histories = Enumerable.Range(0, count).Select(_ => new List<int>()).ToArray();
+        var logProbSums = new double[count];
+        var finished = new bool[count];
+        var live = Enumerable.Range(0, count).ToArray(); // input index of each cache row
+        var feed = Enumerable.Repeat((long)model.SosId, count).ToArray();
+        var sampler = o.Sample ? new Sampler(o) : null;
+        var processing = LogitsProcessing.IsActive(o);
+        for (var step = 0; step < maxNew && live.Length > 0; step++)
+        {
+            ct.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var tokens = tensor(feed, new long[] { live.Length, 1 }).to(model.Device);
+            var logProbs = model.Step(tokens, cache).log_softmax(-1);
+            var scores = logProbs;
+            if (processing)
+            {
+                scores = logProbs.clone();
+                LogitsProcessing.Apply(scores, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step, model.EosId, o);
+            }
+            long[] next = sampler is null ? scores.argmax(-1).cpu().data<long>().ToArray() : sampler.Choose(scores);
+            var chosen = logProbs.gather(1, tensor(next, new long[] { live.Length, 1 }).to(model.Device)).cpu().data<float>().ToArray();
+
+            var keep = new List<long>(live.Length);
+            for (var r = 0; r < live.Length; r++)
+            {
+                var input = live[r];
+                var token = (int)next[r];
+                logProbSums[input] += chosen[r];
+                if (token == model.EosId && !o.IgnoreEos)
+                {
+                    finished[input] = true;
+                    continue;
+                }
+                histories[input].Add(token);
+                onToken?.Invoke(input, token);
+                keep.Add(r);
+            }
+            if (keep.Count < live.Length && keep.Count > 0)
+            {
+                using var rows = tensor(keep.ToArray());
+                cache.Reorder(rows);
+            }
+            live = keep.Select(r => live[r]).ToArray();
+            feed = keep.Select(r => next[r]).ToArray();
+        }
+        return Enumerable.Range(0, count)
+            .Select(i => (IReadOnlyList<Hypothesis>)new[] { new Hypothesis(histories[i], logProbSums[i], logProbSums[i], finished[i]) })
+            .ToArray();
+    }
+}

@@ -1,0 +1,55 @@
+using System.Text.Json;
+using TorchSharp;
+using TransformerInference.Modeling;
+using static TorchSharp.torch;
+
+namespace TransformerInference.Tests;
+
+/// <summary>Paths of the copied reference fixtures and JSON helpers.</summary>
+internal static class Fixtures
+{
+    public static string Root => Path.Combine(AppContext.BaseDirectory, "Fixtures");
+    public static string Path_(params string[] parts) => Path.Combine(new[] { Root }.Concat(parts).ToArray());
+
+    public static JsonElement Json(params string[] parts)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(Path_(parts)));
+        return doc.RootElement.Clone();
+    }
+
+    public static int[] Ints(this JsonElement e) => e.EnumerateArray().Select(x => x.GetInt32()).ToArray();
+    public static float[] Floats(this JsonElement e) => e.EnumerateArray().Select(x => x.GetSingle()).ToArray();
+
+    public static string[] VariantNames =>
+        Directory.GetDirectories(Path_("variants")).Select(Path.GetFileName).OrderBy(n => n, StringComparer.Ordinal).ToArray()!;
+
+    /// <summary>The reference greedy loop: re-runs the whole decoder over the prefix with a causal mask at every step.</summary>
+    public static List<int> NaiveGreedy(TransformerModel model, IReadOnlyList<int> source, int maxNew, int padTo = 0)
+    {
+        using var _ = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var ids = source.Select(i => (long)i).ToList();
+        while (ids.Count < padTo) ids.Add(model.PadId);
+        var src = torch.tensor(ids.ToArray(), new long[] { 1, ids.Count });
+        var srcMask = Masks.SourceKeyMask(src, model.PadId);
+        var memory = model.Encode(src, srcMask);
+        var output = new List<int> { model.SosId };
+        for (var step = 0; step < maxNew; step++)
+        {
+            using var stepScope = torch.NewDisposeScope();
+            var tgt = torch.tensor(output.Select(i => (long)i).ToArray(), new long[] { 1, output.Count });
+            var hidden = model.Decode(memory, srcMask, tgt, Masks.Causal(output.Count));
+            var next = (int)model.Project(hidden.select(1, output.Count - 1)).argmax(-1).item<long>();
+            output.Add(next);
+            if (next == model.EosId) break;
+        }
+        return output;
+    }
+
+    public static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
+    {
+        Xunit.Assert.Equal(expected.Length, actual.Length);
+        var worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
+        Xunit.Assert.True(worst <= tolerance, $"{what}: largest difference {worst} exceeds {tolerance}");
+    }
+}
