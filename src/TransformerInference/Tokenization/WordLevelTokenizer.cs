@@ -14,6 +14,9 @@ namespace TransformerInference.Tokenization;
 /// into pre-tokens and maps each one to its id, or to the unknown-token id when it is not in the vocabulary.
 /// Offsets are UTF-16 indices into the input text. Decoding drops special tokens and joins the others with single
 /// spaces, like Hugging Face with no decoder. Instances are immutable and thread-safe.
+/// There is no normalizer, so <c>considerNormalization</c> has no effect and the normalized text is always
+/// <see langword="null"/>; with <c>considerPreTokenization: false</c> added tokens are still split out and each
+/// remaining piece is looked up whole.
 /// </remarks>
 public sealed class WordLevelTokenizer : Tokenizer
 {

@@ -195,6 +195,19 @@ public class WordLevelTokenizerTests
     }
 
     [Fact]
+    public void SpanOverloadsGiveTheSameResultsAsStringOverloads()
+    {
+        WordLevelTokenizer en = TokenizerFixtures.Load("seed-tiny", "tokenizer_en.json");
+        const string text = "xx [SOS]I love you, नेपाल 😊";
+        ReadOnlySpan<char> span = ("<<" + text + ">>").AsSpan(2, text.Length);
+        Assert.Equal(en.EncodeToIds(text), en.EncodeToIds(span));
+        Assert.Equal(8, en.CountTokens(span));
+        Assert.Equal(
+            en.EncodeToTokens(text, out _).Select(t => (t.Id, t.Value, t.Offset)),
+            en.EncodeToTokens(span, out _).Select(t => (t.Id, t.Value, t.Offset)));
+    }
+
+    [Fact]
     public void SpecialTokensInTextAreSplitOutWithOffsets()
     {
         WordLevelTokenizer en = TokenizerFixtures.Load("seed-tiny", "tokenizer_en.json");
