@@ -1,0 +1,221 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.ML.Tokenizers;
+using TorchSharp;
+using TransformerInference.Decoding;
+using TransformerInference.Loading;
+using TransformerInference.Modeling;
+using TransformerInference.Tokenization;
+
+namespace TransformerInference;
+
+/// <summary>
+/// Text in, translation out: tokenises, encodes once, decodes with a KV cache (greedy, beam or sampling), detokenises.
+/// Thread-safe: calls are serialised on the one model. Dispose to free the model's memory.
+/// </summary>
+/// <example>
+/// <code>
+/// using var translator = Translator.Load("tmodel.pt", "tokenizer_en.json", "tokenizer_ne.json");
+/// Console.WriteLine(translator.Translate("I love you so much"));
+/// </code>
+/// </example>
+public sealed class Translator : IDisposable
+{
+    private readonly Tokenizer _source, _target;
+    private readonly TranslatorOptions _options;
+    private readonly int _sourceSos, _sourceEos;
+    private readonly bool _ownsModel;
+    private readonly object _gate = new();
+    private bool _disposed;
+
+    private Translator(TransformerModel model, Tokenizer source, Tokenizer target, TranslatorOptions options, bool ownsModel)
+    {
+        Model = model;
+        _source = source;
+        _target = target;
+        _options = options;
+        _ownsModel = ownsModel;
+        if (options.MaxBatchSize < 1) throw new ArgumentException($"MaxBatchSize must be positive, got {options.MaxBatchSize}.", nameof(options));
+        if (options.MaxBatchTokens < model.MaxSourceLength)
+            throw new ArgumentException($"MaxBatchTokens {options.MaxBatchTokens} must hold one full-length input ({model.MaxSourceLength}).", nameof(options));
+        options.Decoding.Validate();
+        if (options.Threads is { } threads) torch.set_num_threads(threads);
+        _sourceSos = (source as WordLevelTokenizer)?.TokenToId("[SOS]") ?? model.SosId;
+        _sourceEos = (source as WordLevelTokenizer)?.TokenToId("[EOS]") ?? model.EosId;
+        var sourcePad = (source as WordLevelTokenizer)?.TokenToId("[PAD]") ?? model.PadId;
+        if (sourcePad != model.PadId)
+            throw new ArgumentException($"The source tokenizer's [PAD] is {sourcePad}, the model's padding id is {model.PadId}.", nameof(source));
+    }
+
+    /// <summary>The model (for id-level use with <see cref="Generator"/>).</summary>
+    public TransformerModel Model { get; }
+
+    /// <summary>
+    /// Loads a seed checkpoint (<c>torch.save</c> file, either naming scheme) or a model folder, and the source and
+    /// target Hugging Face WordLevel <c>tokenizer.json</c> files. Special ids come from the target tokenizer.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">A file is missing.</exception>
+    /// <exception cref="CheckpointException">The checkpoint cannot be used.</exception>
+    /// <exception cref="InvalidDataException">A tokenizer file is corrupt.</exception>
+    public static Translator Load(string modelPath, string sourceTokenizerPath, string targetTokenizerPath, TranslatorOptions? options = null)
+    {
+        options ??= new TranslatorOptions();
+        var source = WordLevelTokenizer.Create(sourceTokenizerPath);
+        var target = WordLevelTokenizer.Create(targetTokenizerPath);
+        int Special(string token) => target.TokenToId(token)
+            ?? throw new InvalidDataException($"The target tokenizer '{targetTokenizerPath}' has no {token} token.");
+        var ids = new SpecialTokenIds(Special("[UNK]"), Special("[PAD]"), Special("[SOS]"), Special("[EOS]"));
+        var model = ModelLoader.Load(modelPath, options.ToLoadOptions(ids));
+        try
+        {
+            return new Translator(model, source, target, options, ownsModel: true);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Builds a translator from parts. The model is not disposed with the translator.</summary>
+    public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null) =>
+        new(model, sourceTokenizer, targetTokenizer, options ?? new TranslatorOptions(), ownsModel: false);
+
+    /// <summary>Translates one text. Empty input (no tokens) gives empty output.</summary>
+    /// <exception cref="ArgumentException">The text has more tokens than the model accepts (and truncation is off).</exception>
+    public string Translate(string text, DecodingOptions? decoding = null) => TranslateDetailed(new[] { text }, decoding)[0].Text;
+
+    /// <summary>Translates texts in batches; results are in input order and do not depend on the batching.</summary>
+    public IReadOnlyList<string> Translate(IReadOnlyList<string> texts, DecodingOptions? decoding = null) =>
+        TranslateDetailed(texts, decoding).Select(t => t.Text).ToArray();
+
+    /// <summary>Translates texts, returning ids, scores and (with beam search) the n-best hypotheses.</summary>
+    public IReadOnlyList<Translation> TranslateDetailed(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var sources = texts.Select(Frame).ToArray();
+        var hypotheses = new IReadOnlyList<Hypothesis>[texts.Count];
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (var batch in Batches(sources))
+            {
+                var results = Generator.Generate(Model, batch.Select(i => (IReadOnlyList<int>)sources[i]!).ToArray(),
+                    decoding ?? _options.Decoding, cancellationToken: cancellationToken);
+                for (var j = 0; j < batch.Count; j++) hypotheses[batch[j]] = results[j];
+            }
+        }
+        return Enumerable.Range(0, texts.Count).Select(i =>
+        {
+            if (sources[i] is null) return new Translation("", Array.Empty<int>(), Array.Empty<TranslationHypothesis>());
+            var all = hypotheses[i].Select(h => new TranslationHypothesis(_target.Decode(h.Ids), h)).ToArray();
+            return new Translation(all[0].Text, all[0].Hypothesis.Ids, all);
+        }).ToArray();
+    }
+
+    /// <summary>Translates one text on a worker thread.</summary>
+    public Task<string> TranslateAsync(string text, DecodingOptions? decoding = null, CancellationToken cancellationToken = default) =>
+        Task.Run(() => TranslateDetailed(new[] { text }, decoding, cancellationToken)[0].Text, cancellationToken);
+
+    /// <summary>
+    /// Yields the target tokens of one translation as they are produced (greedy or sampling; beam search yields its
+    /// best hypothesis once it is complete). Cancelling stops decoding at the next step and frees its tensors.
+    /// </summary>
+    public async IAsyncEnumerable<string> TranslateStreamAsync(string text, DecodingOptions? decoding = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var source = Frame(text);
+        if (source is null) yield break;
+        var options = decoding ?? _options.Decoding;
+        var channel = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        // Tensors and dispose scopes are per thread: the whole search runs on one worker thread.
+        var worker = Task.Run(() =>
+        {
+            try
+            {
+                lock (_gate)
+                {
+                    ObjectDisposedException.ThrowIf(_disposed, this);
+                    var result = Generator.Generate(Model, new[] { source }, options,
+                        options.BeamSize == 1 ? (_, token) => channel.Writer.TryWrite(token) : null, linked.Token);
+                    if (options.BeamSize > 1) foreach (var token in result[0][0].Ids) channel.Writer.TryWrite(token);
+                }
+                channel.Writer.Complete();
+            }
+            catch (Exception e)
+            {
+                channel.Writer.Complete(e);
+            }
+        }, CancellationToken.None);
+        try
+        {
+            await foreach (var token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+                yield return _target.Decode(new[] { token });
+        }
+        finally
+        {
+            linked.Cancel();
+            await worker.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Encoder input <c>[SOS] ids [EOS]</c>, or null for a text without tokens.</summary>
+    private int[]? Frame(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = _source.EncodeToIds(text);
+        if (ids.Count == 0) return null;
+        var room = Model.MaxSourceLength - 2;
+        if (ids.Count > room)
+        {
+            if (!_options.Truncate)
+                throw new ArgumentException(
+                    $"The input has {ids.Count} tokens; the model accepts at most {room} (source length {Model.MaxSourceLength} minus [SOS] and [EOS]). Input starts: \"{Preview(text)}\".",
+                    nameof(text));
+            ids = ids.Take(room).ToArray();
+        }
+        var framed = new int[ids.Count + 2];
+        framed[0] = _sourceSos;
+        for (var i = 0; i < ids.Count; i++) framed[i + 1] = ids[i];
+        framed[^1] = _sourceEos;
+        return framed;
+    }
+
+    private static string Preview(string text) => text.Length <= 40 ? text : text[..40] + "…";
+
+    /// <summary>Groups inputs of similar length (longest first) under the sentence and padded-token limits.</summary>
+    private List<List<int>> Batches(int[]?[] sources)
+    {
+        var order = Enumerable.Range(0, sources.Length).Where(i => sources[i] is not null)
+            .OrderByDescending(i => sources[i]!.Length).ToList();
+        var batches = new List<List<int>>();
+        var current = new List<int>();
+        var width = 0;
+        foreach (var i in order)
+        {
+            var w = Math.Max(width, sources[i]!.Length);
+            if (current.Count > 0 && (current.Count + 1 > _options.MaxBatchSize || (current.Count + 1) * w > _options.MaxBatchTokens))
+            {
+                batches.Add(current);
+                current = new List<int>();
+                w = sources[i]!.Length;
+            }
+            current.Add(i);
+            width = w;
+        }
+        if (current.Count > 0) batches.Add(current);
+        return batches;
+    }
+
+    /// <summary>Frees the model (when the translator loaded it).</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (_ownsModel) Model.Dispose();
+        }
+    }
+}

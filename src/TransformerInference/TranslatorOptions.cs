@@ -1,0 +1,46 @@
+using TransformerInference.Loading;
+using static TorchSharp.torch;
+
+namespace TransformerInference;
+
+/// <summary>How a <see cref="Translator"/> loads its model and batches its inputs.</summary>
+public sealed record TranslatorOptions
+{
+    /// <summary>Device for the model (default CPU). <c>torch.CUDA</c> needs the CUDA backend package.</summary>
+    public Device? Device { get; init; }
+
+    /// <summary>Floating-point type of the model (default float32).</summary>
+    public ScalarType DType { get; init; } = ScalarType.Float32;
+
+    /// <summary>Attention heads of a seed checkpoint, which does not record them (default 8).</summary>
+    public int Heads { get; init; } = 8;
+
+    /// <summary>Most sentences decoded together (default 32).</summary>
+    public int MaxBatchSize { get; init; } = 32;
+
+    /// <summary>Most source positions (padding included) in one batch (default 4096).</summary>
+    public int MaxBatchTokens { get; init; } = 4096;
+
+    /// <summary>Cut inputs longer than the model accepts instead of throwing (default false).</summary>
+    public bool Truncate { get; init; }
+
+    /// <summary>CPU threads for LibTorch (process-wide); null leaves LibTorch's default.</summary>
+    public int? Threads { get; init; }
+
+    /// <summary>Search options used when a call passes none (default greedy up to the model's length limit).</summary>
+    public Decoding.DecodingOptions Decoding { get; init; } = new();
+
+    internal ModelLoadOptions ToLoadOptions(SpecialTokenIds ids) =>
+        new() { Device = Device, DType = DType, Heads = Heads, SpecialIds = ids };
+}
+
+/// <summary>One translated input.</summary>
+/// <param name="Text">The best translation.</param>
+/// <param name="Ids">Target token ids of the best translation, without <c>[SOS]</c>/<c>[EOS]</c>.</param>
+/// <param name="Hypotheses">Every returned hypothesis, best first, with its text.</param>
+public sealed record Translation(string Text, IReadOnlyList<int> Ids, IReadOnlyList<TranslationHypothesis> Hypotheses);
+
+/// <summary>One hypothesis with its text.</summary>
+/// <param name="Text">Decoded text.</param>
+/// <param name="Hypothesis">Ids and scores.</param>
+public sealed record TranslationHypothesis(string Text, Decoding.Hypothesis Hypothesis);
