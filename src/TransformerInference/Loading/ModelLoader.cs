@@ -67,6 +67,16 @@ public static class ModelLoader
         return Build(config, tensors, weightsPath, options);
     }
 
+    /// <summary>
+    /// Builds a model from tensors already in our canonical naming (the names of the variant folders' safetensors,
+    /// see the README) — for weights produced in code or converted elsewhere. The tensors are consumed: the model
+    /// owns those it uses and the rest are disposed.
+    /// </summary>
+    /// <exception cref="CheckpointException">A tensor is missing, unexpected or mis-shaped.</exception>
+    public static TransformerModel FromStateDict(TransformerConfig config, IDictionary<string, Tensor> tensors,
+        ModelLoadOptions? options = null, string source = "state dict") =>
+        Build(config.Validate(), new Dictionary<string, Tensor>(tensors, StringComparer.Ordinal), source, options ?? new ModelLoadOptions());
+
     private static TransformerModel Build(TransformerConfig config, Dictionary<string, Tensor> tensors, string source, ModelLoadOptions options)
     {
         using var weights = new WeightSet(tensors, source, options.Device ?? CPU, options.DType);
