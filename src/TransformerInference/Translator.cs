@@ -151,7 +151,11 @@ public sealed class Translator : IDisposable
         try
         {
             await foreach (var token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                // Buffered tokens are read without waiting, so check for cancellation on each one.
+                cancellationToken.ThrowIfCancellationRequested();
                 yield return _target.Decode(new[] { token });
+            }
         }
         finally
         {

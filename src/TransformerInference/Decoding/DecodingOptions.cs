@@ -16,8 +16,10 @@ public sealed record DecodingOptions
     /// <summary>Beam hypotheses are ranked by <c>log-probability / length^LengthPenalty</c>; 0 ranks by the raw sum.</summary>
     public double LengthPenalty { get; init; } = 1.0;
 
-    /// <summary>Beam search stops as soon as <see cref="BeamSize"/> hypotheses have finished.</summary>
-    public bool EarlyStopping { get; init; } = true;
+    /// <summary>Beam search stops as soon as <see cref="BeamSize"/> hypotheses have finished (faster, may miss a
+    /// better longer one). Default false: it goes on while a live beam can still beat the finished ones, which with
+    /// <see cref="LengthPenalty"/> 0 never returns a worse score than greedy search.</summary>
+    public bool EarlyStopping { get; init; }
 
     /// <summary>Hypotheses returned per input (at most <see cref="BeamSize"/>).</summary>
     public int NBest { get; init; } = 1;

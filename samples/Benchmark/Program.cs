@@ -1,0 +1,96 @@
+using System.Globalization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace TransformerInference.Samples.Benchmark;
+
+/// <summary>Command-line options shared by every mode.</summary>
+/// <param name="Mode">cache, levers or threads.</param>
+/// <param name="Threads">LibTorch intra-op threads (default 1: the development VM behaves like one core, where more
+/// threads were often slower).</param>
+/// <param name="Runs">Timed runs after the warm-up; the median is reported.</param>
+/// <param name="DType">Weights and activations.</param>
+/// <param name="Small">d_model 256 and 3+3 layers instead of the base size, for a quick check.</param>
+internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small)
+{
+    public const string Usage = """
+        usage: dotnet run -c Release --project samples/Benchmark -- <mode> [options]
+          modes:   cache    cached greedy (Generator.Generate) vs the naive full-prefix loop, 64 new tokens, batch 1
+                   levers   serial/parallel block x kv_heads 8/2/1 x batch 1/16: prefill, decode per step, KV bytes
+                   threads  cached greedy, 64 new tokens, batch 1, with 1 and 2 LibTorch threads
+          options: --threads N            LibTorch threads (default 1)
+                   --runs N               timed runs after one warm-up, median reported (default 3)
+                   --dtype float32|bfloat16  (default float32)
+                   --small                d_model 256, 3+3 layers (quick run)
+        """;
+
+    /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> with the offending one.</summary>
+    public static Options Parse(string[] args)
+    {
+        if (args.Length == 0) throw new ArgumentException("No mode given.");
+        var mode = args[0];
+        if (mode is not ("cache" or "levers" or "threads")) throw new ArgumentException($"Unknown mode '{mode}'.");
+        int threads = 1, runs = 3;
+        var dtype = ScalarType.Float32;
+        var small = false;
+        for (var i = 1; i < args.Length; i++)
+        {
+            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
+            int Positive(string text) => int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
+                ? n : throw new ArgumentException($"Expected a positive integer, got '{text}'.");
+            switch (args[i])
+            {
+                case "--threads": threads = Positive(Value()); break;
+                case "--runs": runs = Positive(Value()); break;
+                case "--small": small = true; break;
+                case "--dtype":
+                    dtype = Value() switch
+                    {
+                        "float32" => ScalarType.Float32,
+                        "bfloat16" => ScalarType.BFloat16,
+                        var other => throw new ArgumentException($"Unsupported dtype '{other}' (float32 or bfloat16; float16 is pathologically slow on CPU)."),
+                    };
+                    break;
+                default: throw new ArgumentException($"Unknown option '{args[i]}'.");
+            }
+        }
+        return new Options(mode, threads, runs, dtype, small);
+    }
+}
+
+internal static class Program
+{
+    private static int Main(string[] args)
+    {
+        Options options;
+        try
+        {
+            options = Options.Parse(args);
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine(Options.Usage);
+            return 2;
+        }
+
+        // The header makes a pasted table reproducible: the exact command and the conditions it ran under.
+        Console.WriteLine($"`dotnet run -c Release --project samples/Benchmark -- {string.Join(' ', args)}`");
+        Console.WriteLine();
+        torch.set_num_threads(options.Threads);
+        var config = RandomModel.Config(options.Small);
+        Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} logical CPUs, " +
+            $"LibTorch threads {torch.get_num_threads()}, {options.DType}, d_model {config.DModel}, " +
+            $"{config.EncoderLayers}+{config.DecoderLayers} layers, d_ff {config.DFF}, vocab {config.TargetVocabSize}, " +
+            $"median of {options.Runs} run(s) after 1 warm-up");
+        Console.WriteLine();
+
+        switch (options.Mode)
+        {
+            case "cache": Modes.Cache(options); break;
+            case "levers": Modes.Levers(options); break;
+            case "threads": Modes.Threads(options); break;
+        }
+        return 0;
+    }
+}
