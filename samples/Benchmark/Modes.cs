@@ -204,10 +204,11 @@ internal static class Table
     public static string Ms(double ms) => ms.ToString(ms >= 100 ? "F0" : ms >= 10 ? "F1" : "F2", CultureInfo.InvariantCulture);
     public static string Ratio(double r) => r.ToString("F2", CultureInfo.InvariantCulture);
 
-    public static void Print(IReadOnlyList<string> header, IEnumerable<string[]> rows)
+    /// <summary>Prints a table whose first <paramref name="textColumns"/> columns are left-aligned labels and the rest right-aligned numbers.</summary>
+    public static void Print(IReadOnlyList<string> header, IEnumerable<string[]> rows, int textColumns = 1)
     {
         Console.WriteLine("| " + string.Join(" | ", header) + " |");
-        Console.WriteLine("|" + string.Join("|", header.Select((_, i) => i == 0 ? "---" : "---:")) + "|");
+        Console.WriteLine("|" + string.Join("|", header.Select((_, i) => i < textColumns ? "---" : "---:")) + "|");
         foreach (var row in rows) Console.WriteLine("| " + string.Join(" | ", row) + " |");
     }
 }

@@ -91,14 +91,19 @@ public class CheckpointErrorTests : IDisposable
     }
 
     [Fact]
-    public void AStateDictWithoutTheCheckpointWrapperAlsoLoads()
+    public void APlainStateDictFileLoadsLikeTheCheckpoint()
     {
-        // The library writes no pickles, so check the other branch through a checkpoint's own state dict
-        // re-saved as safetensors with the seed scheme detection applied to its keys.
+        // torch.save(model.state_dict()) instead of the training checkpoint dict: re-pickle the author-scheme weights.
         var raw = PyTorchUnpickler.UnpickleStateDict(Fixtures.Path_("thinam-tiny", "tmodel.pt"));
-        var sd = (System.Collections.Hashtable)raw["model_state_dict"]!;
-        Assert.True(SeedCheckpoint.IsAuthorScheme(sd.Keys.Cast<string>()));
+        var plain = Path.Combine(_dir, "plain.pt");
+        PyTorchPickler.PickleStateDict(plain, (System.Collections.IDictionary)raw["model_state_dict"]!);
+        using var fromPlain = ModelLoader.LoadSeedCheckpoint(plain, new ModelLoadOptions { Heads = 8 });
+        using var fromCheckpoint = ModelLoader.LoadSeedCheckpoint(Fixtures.Path_("thinam-tiny", "tmodel.pt"), new ModelLoadOptions { Heads = 8 });
+        Assert.True(fromPlain.Config.OutputLogSoftmax && fromPlain.Config.AttentionBias);
+        var source = new IReadOnlyList<int>[] { new[] { 2, 31, 25, 14, 9, 8, 3 } };
+        Assert.Equal(Decoding.Generator.Generate(fromCheckpoint, source)[0][0].Ids, Decoding.Generator.Generate(fromPlain, source)[0][0].Ids);
         var upstream = (System.Collections.Hashtable)PyTorchUnpickler.UnpickleStateDict(Seed)["model_state_dict"]!;
         Assert.False(SeedCheckpoint.IsAuthorScheme(upstream.Keys.Cast<string>()));
+        Assert.True(SeedCheckpoint.IsAuthorScheme(((System.Collections.Hashtable)raw["model_state_dict"]!).Keys.Cast<string>()));
     }
 }
