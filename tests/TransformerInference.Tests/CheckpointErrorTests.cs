@@ -75,6 +75,7 @@ public class CheckpointErrorTests : IDisposable
         var e = Assert.Throws<ArgumentException>(() => ModelLoader.LoadSeedCheckpoint(Seed, new ModelLoadOptions { Heads = 5 }));
         Assert.Contains("5", e.Message);
         Assert.Contains("64", e.Message);
+        Assert.Contains(Seed, e.Message);
     }
 
     [Fact]

@@ -77,7 +77,14 @@ internal static class SeedCheckpoint
             SosId = options.SpecialIds.Sos,
             EosId = options.SpecialIds.Eos,
         };
-        config.Validate();
+        try
+        {
+            config.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"{e.Message} (checkpoint '{path}', d_model from tensor 'src_embed.embedding.weight')", e.ParamName, e);
+        }
 
         // The author's norms hold one scalar alpha and bias, broadcast over the features: widen them.
         foreach (var name in tensors.Keys.Where(IsNormParameter).ToList())
