@@ -76,7 +76,8 @@ internal static class Modes
                     r.KvHeads.ToString(CultureInfo.InvariantCulture),
                     Table.Ms(r.PrefillMs), Table.Ms(r.StepMs), r.Bytes.ToString("N0", CultureInfo.InvariantCulture),
                     Table.Ratio(r.PrefillMs / reference.PrefillMs), Table.Ratio(r.StepMs / reference.StepMs),
-                    Table.Ratio((double)r.Bytes / reference.Bytes),
+                    // Three decimals: the KV ratios are exact (1/4, 1/8) and two would round 0.125 away.
+                    ((double)r.Bytes / reference.Bytes).ToString("F3", CultureInfo.InvariantCulture),
                 });
             }
         }
@@ -84,7 +85,7 @@ internal static class Modes
         {
             "batch", "block", "kv heads", $"prefill ms (src {sourceLength})", $"decode ms/step (avg of {steps})",
             $"KV-cache bytes (capacity {capacity})", "prefill ×", "decode ×", "KV ×",
-        }, rows);
+        }, rows, textColumns: 3);
         Console.WriteLine();
         Console.WriteLine("× = ratio to the serial / 8-KV-head row of the same batch. A decode step makes one token for " +
             "every sequence of the batch. KV-cache bytes = self-attention buffers at full capacity + cross-attention K/V.");
