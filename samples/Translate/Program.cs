@@ -171,7 +171,8 @@ sealed class CommandLine
 
         Usage: translate [options] [SENTENCE...]
           With no sentence, reads stdin (one sentence a line) and writes one line per input.
-          With no arguments at all, translates "I love you so much" with the bundled demo model.
+          With no arguments at all, translates "I love you so much" with the bundled demo model (stdin is not
+          read then: give any option, e.g. --format text, to translate stdin with the demo model).
 
         Model:
           --checkpoint F.pt        seed checkpoint (torch.save, either naming scheme)
