@@ -25,7 +25,7 @@ public sealed class Translator : IDisposable
     private readonly TranslatorOptions _options;
     private readonly int _sourceSos, _sourceEos;
     private readonly bool _ownsModel;
-    private readonly object _gate = new();
+    private readonly SemaphoreSlim _gate = new(1, 1); // one search at a time on the model; async-waitable for streams
     private bool _disposed;
 
     private Translator(TransformerModel model, Tokenizer source, Tokenizer target, TranslatorOptions options, bool ownsModel)
@@ -40,9 +40,12 @@ public sealed class Translator : IDisposable
             throw new ArgumentException($"MaxBatchTokens {options.MaxBatchTokens} must hold one full-length input ({model.MaxSourceLength}).", nameof(options));
         options.Decoding.Validate();
         if (options.Threads is { } threads) torch.set_num_threads(threads);
-        _sourceSos = (source as WordLevelTokenizer)?.TokenToId("[SOS]") ?? model.SosId;
-        _sourceEos = (source as WordLevelTokenizer)?.TokenToId("[EOS]") ?? model.EosId;
-        var sourcePad = (source as WordLevelTokenizer)?.TokenToId("[PAD]") ?? model.PadId;
+        int SourceSpecial(string token, int fallback) => source is WordLevelTokenizer w
+            ? w.TokenToId(token) ?? throw new InvalidDataException($"The source tokenizer has no {token} token.")
+            : fallback;
+        _sourceSos = SourceSpecial("[SOS]", model.SosId);
+        _sourceEos = SourceSpecial("[EOS]", model.EosId);
+        var sourcePad = SourceSpecial("[PAD]", model.PadId);
         if (sourcePad != model.PadId)
             throw new ArgumentException($"The source tokenizer's [PAD] is {sourcePad}, the model's padding id is {model.PadId}.", nameof(source));
     }
@@ -95,7 +98,8 @@ public sealed class Translator : IDisposable
         ArgumentNullException.ThrowIfNull(texts);
         var sources = texts.Select(Frame).ToArray();
         var hypotheses = new IReadOnlyList<Hypothesis>[texts.Count];
-        lock (_gate)
+        _gate.Wait(cancellationToken);
+        try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             foreach (var batch in Batches(sources))
@@ -104,6 +108,10 @@ public sealed class Translator : IDisposable
                     decoding ?? _options.Decoding, cancellationToken: cancellationToken);
                 for (var j = 0; j < batch.Count; j++) hypotheses[batch[j]] = results[j];
             }
+        }
+        finally
+        {
+            _gate.Release();
         }
         return Enumerable.Range(0, texts.Count).Select(i =>
         {
@@ -134,12 +142,17 @@ public sealed class Translator : IDisposable
         {
             try
             {
-                lock (_gate)
+                _gate.Wait(linked.Token);
+                try
                 {
                     ObjectDisposedException.ThrowIf(_disposed, this);
                     var result = Generator.Generate(Model, new[] { source }, options,
                         options.BeamSize == 1 ? (_, token) => channel.Writer.TryWrite(token) : null, linked.Token);
                     if (options.BeamSize > 1) foreach (var token in result[0][0].Ids) channel.Writer.TryWrite(token);
+                }
+                finally
+                {
+                    _gate.Release();
                 }
                 channel.Writer.Complete();
             }
@@ -215,11 +228,16 @@ public sealed class Translator : IDisposable
     /// <summary>Frees the model (when the translator loaded it).</summary>
     public void Dispose()
     {
-        lock (_gate)
+        _gate.Wait();
+        try
         {
             if (_disposed) return;
             _disposed = true;
             if (_ownsModel) Model.Dispose();
+        }
+        finally
+        {
+            _gate.Release();
         }
     }
 }

@@ -53,7 +53,7 @@ public class CheckpointErrorTests : IDisposable
     public void MissingUnexpectedAndMisshapedTensorsAreNamed()
     {
         const string name = "decoder.layers.1.cross_attention_block.w_k.weight";
-        var missing = SaveModified(sd => sd.Remove(name));
+        var missing = SaveModified(sd => { sd.Remove(name, out var t); t?.Dispose(); });
         var e1 = Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(missing));
         Assert.Equal(name, e1.TensorName);
         Assert.Contains("missing", e1.Message);
@@ -62,7 +62,7 @@ public class CheckpointErrorTests : IDisposable
         var e2 = Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(extra));
         Assert.Contains("decoder.layers.2.extra.weight", e2.Message);
 
-        var misshaped = SaveModified(sd => sd[name] = torch.zeros(16, 32));
+        var misshaped = SaveModified(sd => { sd[name].Dispose(); sd[name] = torch.zeros(16, 32); });
         var e3 = Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(misshaped));
         Assert.Equal(name, e3.TensorName);
         Assert.Contains("[16, 32]", e3.Message);
@@ -87,8 +87,27 @@ public class CheckpointErrorTests : IDisposable
         var e = Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(folder));
         Assert.Contains("block", e.Message);
         Assert.Contains("diagonal", e.Message);
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"diagonal\"", "\"serial\"").Replace("\"d_model\": 32", "\"d_model\": \"32\""));
+        var e2 = Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(folder));
+        Assert.Contains("d_model", e2.Message);
         File.WriteAllText(config, "{ not json");
         Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(folder));
+    }
+
+    [Fact]
+    public void AFailedBuildFreesEveryTensorItTook()
+    {
+        // The extra tensor is only found after every other weight was taken and fused.
+        var extra = SaveModified(sd => sd["zzz.unused"] = torch.zeros(3));
+        var stats = DisposeScopeManager.Statistics;
+        Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(extra)); // warm-up: lazy native state
+        var before = stats.ThreadTotalLiveCount;
+        Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(extra));
+        Assert.Equal(before, stats.ThreadTotalLiveCount);
+        // A tensor missing in the middle of a layer: the half-built layer's weights are freed too.
+        var missing = SaveModified(sd => { sd.Remove("decoder.layers.1.cross_attention_block.w_v.weight", out var t); t?.Dispose(); });
+        Assert.Throws<CheckpointException>(() => ModelLoader.LoadFolder(missing));
+        Assert.Equal(before, stats.ThreadTotalLiveCount);
     }
 
     [Fact]

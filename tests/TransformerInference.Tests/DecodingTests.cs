@@ -62,6 +62,9 @@ public class DecodingTests : IDisposable
         Assert.Equal(a.Select(r => r[0].Ids), b.Select(r => r[0].Ids));
         var c = Generator.Generate(_model, _sources, hot with { Seed = 43 });
         Assert.NotEqual(a.Select(r => string.Join(",", r[0].Ids)), c.Select(r => string.Join(",", r[0].Ids)));
+        // A seeded sample of an input does not depend on what shares its batch.
+        var alone = Generator.Generate(_model, new[] { _sources[5] }, hot)[0][0].Ids;
+        Assert.Equal(a[5][0].Ids, alone);
         // At a high temperature sampling leaves the greedy path somewhere.
         Assert.Contains(Enumerable.Range(0, _sources.Length), i => !a[i][0].Ids.SequenceEqual(greedy[i][0].Ids));
     }

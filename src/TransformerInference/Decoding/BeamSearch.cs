@@ -8,6 +8,7 @@ internal static class BeamSearch
     public static IReadOnlyList<Hypothesis> Run(ISeq2SeqModel model, IReadOnlyList<int> source, int maxNew, DecodingOptions o, CancellationToken ct)
     {
         var k = o.BeamSize;
+        ct.ThrowIfCancellationRequested();
         KvCache cache;
         using (var src = Generator.Batch(model, new[] { source })) cache = model.Start(src, maxNew);
         using var _ = cache;
@@ -63,12 +64,10 @@ internal static class BeamSearch
             beams = nextBeams;
             scores = nextScores.ToArray();
         }
-        if (done.Count < o.NBest)
-        {
-            for (var i = 0; i < beams.Count; i++)
-                if (!double.IsNegativeInfinity(scores[i]))
-                    done.Add(new Hypothesis(beams[i].ToArray(), scores[i], Rank(scores[i], Math.Max(beams[i].Count, 1)), false));
-        }
+        // Beams still live at the length limit compete with the finished ones.
+        for (var i = 0; i < beams.Count; i++)
+            if (!double.IsNegativeInfinity(scores[i]))
+                done.Add(new Hypothesis(beams[i].ToArray(), scores[i], Rank(scores[i], Math.Max(beams[i].Count, 1)), false));
         return done.OrderByDescending(h => h.Score).Take(o.NBest).ToArray();
     }
 

@@ -17,8 +17,9 @@ public sealed record DecodingOptions
     public double LengthPenalty { get; init; } = 1.0;
 
     /// <summary>Beam search stops as soon as <see cref="BeamSize"/> hypotheses have finished (faster, may miss a
-    /// better longer one). Default false: it goes on while a live beam can still beat the finished ones, which with
-    /// <see cref="LengthPenalty"/> 0 never returns a worse score than greedy search.</summary>
+    /// better longer one). Default false: it goes on while the best live beam, ranked at its current length, beats
+    /// the worst kept hypothesis — exact with <see cref="LengthPenalty"/> 0 (scores only fall as beams grow), the
+    /// usual heuristic otherwise.</summary>
     public bool EarlyStopping { get; init; }
 
     /// <summary>Hypotheses returned per input (at most <see cref="BeamSize"/>).</summary>
@@ -39,7 +40,9 @@ public sealed record DecodingOptions
     /// <summary>Seed of the sampler, for reproducible sampling. Null: a random seed.</summary>
     public int? Seed { get; init; }
 
-    /// <summary>Penalty (&gt; 1 discourages) for tokens already generated, as in CTRL / Hugging Face.</summary>
+    /// <summary>Penalty (&gt; 1 discourages) for tokens already generated, CTRL's rule: a positive logit is divided
+    /// by it, a negative one multiplied (on raw logits for greedy and sampling, on log-probabilities for beams, as
+    /// Hugging Face does).</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
 
     /// <summary>No n-gram of this size is generated twice (0: off).</summary>

@@ -60,6 +60,7 @@ public static class Generator
         int maxNew, DecodingOptions o, Action<int, int>? onToken, CancellationToken ct)
     {
         var count = sources.Count;
+        ct.ThrowIfCancellationRequested();
         KvCache cache;
         using (var src = Batch(model, sources)) cache = model.Start(src, maxNew);
         using var _ = cache;
@@ -68,21 +69,23 @@ public static class Generator
         var finished = new bool[count];
         var live = Enumerable.Range(0, count).ToArray(); // input index of each cache row
         var feed = Enumerable.Repeat((long)model.SosId, count).ToArray();
-        var sampler = o.Sample ? new Sampler(o) : null;
+        var sampler = o.Sample ? new Sampler(o, sources) : null;
         var processing = LogitsProcessing.IsActive(o);
         for (var step = 0; step < maxNew && live.Length > 0; step++)
         {
             ct.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
             var tokens = tensor(feed, new long[] { live.Length, 1 }).to(model.Device);
-            var logProbs = model.Step(tokens, cache).log_softmax(-1);
-            var scores = logProbs;
+            var logits = model.Step(tokens, cache);
+            var logProbs = logits.log_softmax(-1);
+            var scores = logits;
             if (processing)
             {
-                scores = logProbs.clone();
+                // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
+                scores = logits.clone();
                 LogitsProcessing.Apply(scores, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step, model.EosId, o);
             }
-            long[] next = sampler is null ? scores.argmax(-1).cpu().data<long>().ToArray() : sampler.Choose(scores);
+            long[] next = sampler is null ? scores.argmax(-1).cpu().data<long>().ToArray() : sampler.Choose(scores, live);
             var chosen = logProbs.gather(1, tensor(next, new long[] { live.Length, 1 }).to(model.Device)).cpu().data<float>().ToArray();
 
             var keep = new List<long>(live.Length);

@@ -96,6 +96,23 @@ public sealed class KvCache : IDisposable
             }
         }
         using var index = rows.device == _sourceMask.device ? rows.alias() : rows.to(_sourceMask.device);
+        if (index.shape[0] == BatchSize)
+        {
+            // Same row count (beams following parents): permute only the filled positions, in place, instead of
+            // copying the buffers at full capacity.
+            foreach (var buffer in _selfKeys.Concat(_selfValues))
+            {
+                using var used = buffer.narrow(2, 0, Length);
+                using var picked = used.index_select(0, index);
+                used.copy_(picked);
+            }
+            foreach (var t in _crossKeys.Concat(_crossValues).Where(t => t is not null).Append(_sourceMask))
+            {
+                using var picked = t.index_select(0, index);
+                t.copy_(picked);
+            }
+            return;
+        }
         Select(_selfKeys, index);
         Select(_selfValues, index);
         Select(_crossKeys, index);

@@ -21,10 +21,13 @@ internal static class LogitsProcessing
             if (o.RepetitionPenalty != 1.0)
             {
                 using var seen = tensor(history.Distinct().Select(t => (long)t).ToArray(), device: logProbs.device);
-                // Log-probabilities are ≤ 0, so multiplying by the penalty lowers them (CTRL's rule for negative scores).
+                // CTRL's rule: negative scores are multiplied by the penalty, positive ones divided.
                 using var picked = scores.index_select(0, seen);
-                using var penalised = picked.mul(o.RepetitionPenalty);
-                scores.index_copy_(0, seen, penalised);
+                using var negative = picked.lt(0);
+                using var multiplied = picked.mul(o.RepetitionPenalty);
+                using var divided = picked.div(o.RepetitionPenalty);
+                using var result = multiplied.where(negative, divided);
+                scores.index_copy_(0, seen, result);
             }
             if (o.NoRepeatNgramSize > 0)
             {

@@ -4,20 +4,31 @@ namespace TransformerInference.Decoding;
 
 /// <summary>
 /// Draws the next token per row from temperature-scaled, top-k / top-p filtered probabilities. Runs on the host
-/// with a seeded generator, so a seed gives the same tokens on every device.
+/// with one seeded generator per input, derived from the seed and the input's ids, so a seed gives the same tokens
+/// on every device and whatever else shares the batch.
 /// </summary>
 internal sealed class Sampler
 {
     private readonly DecodingOptions _options;
-    private readonly Random _random;
+    private readonly Random[] _randoms;
 
-    public Sampler(DecodingOptions options)
+    public Sampler(DecodingOptions options, IReadOnlyList<IReadOnlyList<int>> sources)
     {
         _options = options;
-        _random = options.Seed is { } seed ? new Random(seed) : new Random();
+        _randoms = sources.Select(s => options.Seed is { } seed ? new Random(Mix(seed, s)) : new Random()).ToArray();
     }
 
-    public long[] Choose(Tensor logProbs)
+    /// <summary>FNV-1a over the seed and the ids (string.GetHashCode and HashCode are randomised per process).</summary>
+    private static int Mix(int seed, IReadOnlyList<int> ids)
+    {
+        var h = 2166136261u;
+        foreach (var v in ids.Prepend(seed))
+            for (var shift = 0; shift < 32; shift += 8) h = (h ^ (uint)((v >> shift) & 0xff)) * 16777619u;
+        return (int)h;
+    }
+
+    /// <summary>One token per row of <paramref name="logProbs"/>; <paramref name="inputs"/> maps rows to inputs.</summary>
+    public long[] Choose(Tensor logProbs, IReadOnlyList<int> inputs)
     {
         var rows = (int)logProbs.shape[0];
         var vocab = (int)logProbs.shape[1];
@@ -56,7 +67,7 @@ internal sealed class Sampler
                 for (var i = 0; i < cut; i++) total += weights[i];
                 kept = cut;
             }
-            var u = _random.NextDouble() * total;
+            var u = _randoms[inputs[r]].NextDouble() * total;
             var pick = kept - 1;
             for (var i = 0; i < kept; i++)
             {

@@ -22,8 +22,9 @@ internal static class FolderConfig
 
         JsonElement Field(string name) => root.TryGetProperty(name, out var v) ? v
             : throw new CheckpointException($"config.json lacks the field '{name}'", path);
-        int Int(string name) => Field(name).TryGetInt32(out var v) ? v : throw Bad(name, "an integer");
-        double Num(string name) => Field(name).TryGetDouble(out var v) ? v : throw Bad(name, "a number");
+        // TryGet* throw (rather than return false) on non-numbers, so check the kind first.
+        int Int(string name) => Field(name) is { ValueKind: JsonValueKind.Number } f && f.TryGetInt32(out var v) ? v : throw Bad(name, "an integer");
+        double Num(string name) => Field(name) is { ValueKind: JsonValueKind.Number } f && f.TryGetDouble(out var v) ? v : throw Bad(name, "a number");
         bool Bool(string name) => Field(name).ValueKind switch
         {
             JsonValueKind.True => true,

@@ -81,9 +81,13 @@ internal static class SeedCheckpoint
         {
             config.Validate();
         }
-        catch (ArgumentException e)
+        catch (ArgumentException e) when (e.ParamName == nameof(TransformerConfig.Heads))
         {
             throw new ArgumentException($"{e.Message} (checkpoint '{path}', d_model from tensor 'src_embed.embedding.weight')", e.ParamName, e);
+        }
+        catch (ArgumentException e)
+        {
+            throw new CheckpointException($"The checkpoint does not fit the options: {e.Message}", path, inner: e);
         }
 
         // The author's norms hold one scalar alpha and bias, broadcast over the features: widen them.

@@ -11,6 +11,8 @@ internal sealed class WeightSet : IDisposable
 {
     private readonly Dictionary<string, Tensor> _tensors;
     private readonly HashSet<string> _taken = new();
+    private readonly List<Tensor> _made = new();
+    private bool _committed;
 
     public WeightSet(Dictionary<string, Tensor> tensors, string source, Device device, ScalarType dtype)
     {
@@ -60,11 +62,24 @@ internal sealed class WeightSet : IDisposable
                 Source, extra[0]);
     }
 
-    /// <summary>Disposes the tensors no module took (taken ones belong to the model).</summary>
+    /// <summary>Registers a tensor a module derived from taken ones (a concatenation, a view), so a failed build
+    /// frees it too; returns it detached from any dispose scope.</summary>
+    public Tensor Made(Tensor t)
+    {
+        _made.Add(t);
+        return t.DetachFromDisposeScope();
+    }
+
+    /// <summary>Hands the taken tensors over to the model that was built from them.</summary>
+    public void Commit() => _committed = true;
+
+    /// <summary>Disposes the tensors no module took; after a failed build (no <see cref="Commit"/>) the taken ones too.</summary>
     public void Dispose()
     {
         foreach (var (name, t) in _tensors)
-            if (!_taken.Contains(name)) t.Dispose();
+            if (!_committed || !_taken.Contains(name)) t.Dispose();
+        if (!_committed) foreach (var t in _made) t.Dispose();
         _tensors.Clear();
+        _made.Clear();
     }
 }

@@ -13,15 +13,14 @@ internal static class AttentionWeights
 
     /// <summary>Concatenates projections along the output dimension (one product instead of several); a missing bias
     /// becomes zeros when another part has one. The parts are disposed.</summary>
-    public static (Tensor Weight, Tensor? Bias) Stack(params (Tensor Weight, Tensor? Bias)[] parts)
+    public static (Tensor Weight, Tensor? Bias) Stack(WeightSet w, params (Tensor Weight, Tensor? Bias)[] parts)
     {
-        var weight = cat(parts.Select(p => p.Weight).ToArray(), 0).DetachFromDisposeScope();
+        var weight = w.Made(cat(parts.Select(p => p.Weight).ToArray(), 0));
         Tensor? bias = null;
         if (parts.Any(p => p.Bias is not null))
         {
             using var scope = NewDisposeScope();
-            bias = cat(parts.Select(p => p.Bias ?? zeros(p.Weight.shape[0], p.Weight.dtype, p.Weight.device)).ToArray(), 0)
-                .MoveToOuterDisposeScope();
+            bias = w.Made(cat(parts.Select(p => p.Bias ?? zeros(p.Weight.shape[0], p.Weight.dtype, p.Weight.device)).ToArray(), 0));
         }
         foreach (var (wt, b) in parts)
         {
@@ -42,7 +41,7 @@ internal sealed class SelfAttention : IDisposable
     public SelfAttention(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads)
     {
         _heads = heads;
-        (_qkvWeight, _qkvBias) = AttentionWeights.Stack(ReadQkv(w, prefix, c, heads));
+        (_qkvWeight, _qkvBias) = AttentionWeights.Stack(w, ReadQkv(w, prefix, c, heads));
         (_outWeight, _outBias) = AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c);
     }
 
@@ -79,7 +78,7 @@ internal sealed class CrossAttention : IDisposable
     {
         _heads = heads;
         (_qWeight, _qBias) = AttentionWeights.Read(w, prefix + ".w_q", heads.QueryWidth, c.DModel, c);
-        (_kvWeight, _kvBias) = AttentionWeights.Stack(
+        (_kvWeight, _kvBias) = AttentionWeights.Stack(w,
             AttentionWeights.Read(w, prefix + ".w_k", heads.KvWidth, c.DModel, c),
             AttentionWeights.Read(w, prefix + ".w_v", heads.KvWidth, c.DModel, c));
         (_outWeight, _outBias) = AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c);

@@ -15,15 +15,16 @@ internal sealed class Embeddings : IDisposable
         _scale = c.EmbeddingScale ? Math.Sqrt(c.DModel) : 1.0;
         _positions = c.Positions switch
         {
-            PositionKind.Sinusoidal => SqueezeTable(w.Take(side + "_pos.pe", 1, maxPositions, c.DModel)),
+            PositionKind.Sinusoidal => SqueezeTable(w, w.Take(side + "_pos.pe", 1, maxPositions, c.DModel)),
             PositionKind.Learned => w.Take(side + "_pos.embedding.weight", maxPositions, c.DModel),
             _ => null,
         };
     }
 
-    private static Tensor SqueezeTable(Tensor pe)
+    /// <summary>The stored table is [1, positions, d_model]; keep the [positions, d_model] view only.</summary>
+    private static Tensor SqueezeTable(WeightSet w, Tensor pe)
     {
-        using (pe) return pe.squeeze(0).DetachFromDisposeScope();
+        using (pe) return w.Made(pe.squeeze(0));
     }
 
     /// <summary>The token embedding matrix [vocab, d_model] (also the tied output projection).</summary>

@@ -35,11 +35,11 @@ internal sealed class FeedForward : IDisposable
             return (w.Take(prefix + ".linear_1.weight", c.DFF, c.DModel), w.TakeIf(bias, prefix + ".linear_1.bias", c.DFF));
         using var w1 = w.Take(prefix + ".w1.weight", c.DFF, c.DModel);
         using var w3 = w.Take(prefix + ".w3.weight", c.DFF, c.DModel);
-        var weight = cat(new[] { w1, w3 }, 0).DetachFromDisposeScope();
+        var weight = w.Made(cat(new[] { w1, w3 }, 0));
         if (!bias) return (weight, null);
         using var b1 = w.Take(prefix + ".w1.bias", c.DFF);
         using var b3 = w.Take(prefix + ".w3.bias", c.DFF);
-        return (weight, cat(new[] { b1, b3 }, 0).DetachFromDisposeScope());
+        return (weight, w.Made(cat(new[] { b1, b3 }, 0)));
     }
 
     /// <summary>Reads the output projection (linear_2 or w2).</summary>

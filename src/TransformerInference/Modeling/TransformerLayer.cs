@@ -97,17 +97,17 @@ internal sealed class FusedParallelBlock : IDisposable
         _splits = new[] { heads.QueryWidth, heads.KvWidth, heads.KvWidth, (long)FeedForward.InputWidth(c) };
         var qkv = SelfAttention.ReadQkv(w, prefix + ".self_attention_block", c, heads);
         var ffnIn = FeedForward.ReadInput(w, prefix + ".feed_forward_block", c);
-        (_inWeight, _inBias) = AttentionWeights.Stack(qkv[0], qkv[1], qkv[2], ffnIn);
+        (_inWeight, _inBias) = AttentionWeights.Stack(w, qkv[0], qkv[1], qkv[2], ffnIn);
 
         var (wo, bo) = AttentionWeights.Read(w, prefix + ".self_attention_block.w_o", c.DModel, heads.QueryWidth, c);
         var (w2, b2) = FeedForward.ReadOutput(w, prefix + ".feed_forward_block", c);
-        _outWeight = cat(new[] { wo, w2 }, 1).DetachFromDisposeScope();
+        _outWeight = w.Made(cat(new[] { wo, w2 }, 1));
         _outBias = (bo, b2) switch
         {
             (null, null) => null,
             (not null, null) => bo,
             (null, not null) => b2,
-            _ => (bo + b2).DetachFromDisposeScope(),
+            _ => w.Made(bo + b2),
         };
         wo.Dispose();
         w2.Dispose();

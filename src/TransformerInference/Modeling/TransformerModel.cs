@@ -13,10 +13,10 @@ namespace TransformerInference.Modeling;
 /// </summary>
 public sealed class TransformerModel : ISeq2SeqModel, IDisposable
 {
-    private readonly Embeddings _sourceEmbeddings, _targetEmbeddings;
+    private readonly Embeddings _sourceEmbeddings = null!, _targetEmbeddings = null!;
     private readonly TransformerLayer[] _encoderLayers, _decoderLayers;
-    private readonly Norm _encoderNorm, _decoderNorm;
-    private readonly Tensor _projection; // [tgt_vocab, d_model], the target embedding when tied
+    private readonly Norm _encoderNorm = null!, _decoderNorm = null!;
+    private readonly Tensor _projection = null!; // [tgt_vocab, d_model], the target embedding when tied
     private readonly Tensor? _projectionBias;
     private readonly Rotary? _rotary;
     private bool _disposed;
@@ -27,22 +27,34 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         Device = w.Device;
         DType = w.DType;
         var c = config;
-        if (c.Positions == PositionKind.Rotary)
-            _rotary = new Rotary(Math.Max(c.MaxSourcePositions, c.MaxTargetPositions), c.HeadDim, c.RopeTheta, w.Device, w.DType);
-        var heads = new AttentionHeads(c, _rotary);
-        _sourceEmbeddings = new Embeddings(w, "src", c.SourceVocabSize, c.MaxSourcePositions, c);
-        _targetEmbeddings = new Embeddings(w, "tgt", c.TargetVocabSize, c.MaxTargetPositions, c);
-        _encoderLayers = Enumerable.Range(0, c.EncoderLayers)
-            .Select(i => new TransformerLayer(w, $"encoder.layers.{i}", c, heads, decoder: false, fuseParallel)).ToArray();
-        _decoderLayers = Enumerable.Range(0, c.DecoderLayers)
-            .Select(i => new TransformerLayer(w, $"decoder.layers.{i}", c, heads, decoder: true, fuseParallel)).ToArray();
-        _encoderNorm = new Norm(w, "encoder.norm", c);
-        _decoderNorm = new Norm(w, "decoder.norm", c);
-        _projection = c.TieOutputProjection
-            ? _targetEmbeddings.Table.alias().DetachFromDisposeScope()
-            : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel);
-        _projectionBias = w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize);
-        w.EnsureAllTaken();
+        _encoderLayers = new TransformerLayer[c.EncoderLayers];
+        _decoderLayers = new TransformerLayer[c.DecoderLayers];
+        try
+        {
+            if (c.Positions == PositionKind.Rotary)
+                _rotary = new Rotary(Math.Max(c.MaxSourcePositions, c.MaxTargetPositions), c.HeadDim, c.RopeTheta, w.Device, w.DType);
+            var heads = new AttentionHeads(c, _rotary);
+            _sourceEmbeddings = new Embeddings(w, "src", c.SourceVocabSize, c.MaxSourcePositions, c);
+            _targetEmbeddings = new Embeddings(w, "tgt", c.TargetVocabSize, c.MaxTargetPositions, c);
+            for (var i = 0; i < c.EncoderLayers; i++)
+                _encoderLayers[i] = new TransformerLayer(w, $"encoder.layers.{i}", c, heads, decoder: false, fuseParallel);
+            for (var i = 0; i < c.DecoderLayers; i++)
+                _decoderLayers[i] = new TransformerLayer(w, $"decoder.layers.{i}", c, heads, decoder: true, fuseParallel);
+            _encoderNorm = new Norm(w, "encoder.norm", c);
+            _decoderNorm = new Norm(w, "decoder.norm", c);
+            _projection = c.TieOutputProjection
+                ? w.Made(_targetEmbeddings.Table.alias())
+                : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel);
+            _projectionBias = w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize);
+            w.EnsureAllTaken();
+            w.Commit();
+        }
+        catch
+        {
+            // A failed build frees what it made; the weight set frees the tensors it handed out.
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>The architecture.</summary>
@@ -105,12 +117,20 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         var memory = Encode(sourceIds, mask);
         var cache = new KvCache(_decoderLayers.Length, sourceIds.shape[0], Config.EffectiveKvHeads, capacity,
             Config.HeadDim, mask, DType, Device);
-        for (var i = 0; i < _decoderLayers.Length; i++)
+        try
         {
-            var (k, v) = _decoderLayers[i].CrossAttention!.ProjectMemory(memory);
-            cache.SetCross(i, k, v);
+            for (var i = 0; i < _decoderLayers.Length; i++)
+            {
+                var (k, v) = _decoderLayers[i].CrossAttention!.ProjectMemory(memory);
+                cache.SetCross(i, k, v);
+            }
+            return cache;
         }
-        return cache;
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Decoder on new target ids <c>[B,T]</c> placed after the cached positions; appends their keys and
@@ -154,13 +174,14 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _sourceEmbeddings.Dispose();
-        _targetEmbeddings.Dispose();
-        foreach (var l in _encoderLayers) l.Dispose();
-        foreach (var l in _decoderLayers) l.Dispose();
-        _encoderNorm.Dispose();
-        _decoderNorm.Dispose();
-        _projection.Dispose();
+        // Null-tolerant: also called on a partly built model.
+        _sourceEmbeddings?.Dispose();
+        _targetEmbeddings?.Dispose();
+        foreach (var l in _encoderLayers) l?.Dispose();
+        foreach (var l in _decoderLayers) l?.Dispose();
+        _encoderNorm?.Dispose();
+        _decoderNorm?.Dispose();
+        _projection?.Dispose();
         _projectionBias?.Dispose();
         _rotary?.Dispose();
     }
