@@ -28,7 +28,7 @@ public class DecodingTests : IDisposable
         for (var i = 0; i < _sources.Length; i++)
         {
             // The beam code path itself at width 1 (Generate sends BeamSize 1 to the greedy loop).
-            var beam = BeamSearch.Run(_model, _sources[i], _model.MaxTargetLength - 1, new DecodingOptions { LengthPenalty = 0 }, default)[0];
+            var beam = BeamSearch.Run(_model, new[] { _sources[i] }, _model.MaxTargetLength - 1, new DecodingOptions { LengthPenalty = 0 }, default)[0][0];
             Assert.Equal(greedy[i][0].Ids, beam.Ids);
             Assert.Equal(greedy[i][0].LogProbability, beam.LogProbability, 3);
         }
@@ -46,6 +46,19 @@ public class DecodingTests : IDisposable
             Assert.Equal(beams.OrderByDescending(h => h.Score).Select(h => h.Score), beams.Select(h => h.Score));
             Assert.True(beams.Count > 1);
             Assert.All(beams, h => Assert.True(h.LogProbability <= 0));
+        }
+    }
+
+    [Fact]
+    public void BatchedBeamsEqualOneInputAtATime()
+    {
+        var options = new DecodingOptions { BeamSize = 3, NBest = 3 };
+        var together = Generator.Generate(_model, _sources, options);
+        for (var i = 0; i < _sources.Length; i++)
+        {
+            var alone = Generator.Generate(_model, new[] { _sources[i] }, options)[0];
+            Assert.Equal(alone.Select(h => h.Ids), together[i].Select(h => h.Ids));
+            Assert.Equal(alone.Select(h => Math.Round(h.Score, 3)), together[i].Select(h => Math.Round(h.Score, 3)));
         }
     }
 

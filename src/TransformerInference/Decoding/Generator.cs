@@ -10,8 +10,8 @@ public static class Generator
 {
     /// <summary>
     /// Generates target sequences for a batch of encoder inputs (each already framed as the model expects, e.g.
-    /// <c>[SOS] ids [EOS]</c>). Greedy and sampling decode the batch together and drop finished sequences from it;
-    /// beam search runs each input with its own beams. Results come back in input order.
+    /// <c>[SOS] ids [EOS]</c>). The batch is decoded together: finished sequences (greedy, sampling) or inputs whose
+    /// beam search is over leave it. Results come back in input order.
     /// </summary>
     /// <param name="model">The model.</param>
     /// <param name="sources">Encoder input ids per sequence.</param>
@@ -34,13 +34,7 @@ public static class Generator
         }
         if (sources.Count == 0) return Array.Empty<IReadOnlyList<Hypothesis>>();
         using var noGrad = inference_mode();
-        if (options.BeamSize > 1)
-        {
-            var results = new IReadOnlyList<Hypothesis>[sources.Count];
-            for (var i = 0; i < sources.Count; i++)
-                results[i] = BeamSearch.Run(model, sources[i], maxNew, options, cancellationToken);
-            return results;
-        }
+        if (options.BeamSize > 1) return BeamSearch.Run(model, sources, maxNew, options, cancellationToken);
         return SampleOrGreedy(model, sources, maxNew, options, onToken, cancellationToken);
     }
 
