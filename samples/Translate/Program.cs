@@ -63,29 +63,25 @@ static async Task<int> RunText(CommandLine cli)
             }
             continue;
         }
-        IReadOnlyList<Translation?> results;
+        var outcomes = new (Translation? Result, string? Error)[batch.Length];
         try
         {
-            results = translator.TranslateDetailed(batch);
+            var results = translator.TranslateDetailed(batch);
+            for (var i = 0; i < batch.Length; i++) outcomes[i] = (results[i], null);
         }
         catch (ArgumentException)
         {
             // Some line is unusable (too long): translate one by one so the others still come out.
-            results = batch.Select(line =>
+            for (var i = 0; i < batch.Length; i++)
             {
-                try { return translator.TranslateDetailed(new[] { line })[0]; }
-                catch (ArgumentException) { return null; }
-            }).ToArray();
+                try { outcomes[i] = (translator.TranslateDetailed(new[] { batch[i] })[0], null); }
+                catch (ArgumentException e) { outcomes[i] = (null, e.Message); }
+            }
         }
         for (var i = 0; i < batch.Length; i++)
         {
-            if (results[i] is not { } r)
-            {
-                try { translator.TranslateDetailed(new[] { batch[i] }); }
-                catch (ArgumentException e) { WriteError(cli, batch[i], e.Message); }
-                continue;
-            }
-            WriteResult(cli, batch[i], r);
+            if (outcomes[i].Result is { } r) WriteResult(cli, batch[i], r);
+            else WriteError(cli, batch[i], outcomes[i].Error!);
         }
     }
     return 0;
