@@ -8,8 +8,8 @@ using Generator = TransformerInference.Decoding.Generator;
 
 namespace TransformerInference.Samples.Benchmark;
 
-/// <summary>The three benchmark modes. Each prints one Markdown table.</summary>
-internal static class Modes
+/// <summary>The benchmark modes (the <c>pytorch</c> mode lives in Modes.PyTorch.cs). Each prints one Markdown table.</summary>
+internal static partial class Modes
 {
     private const int NewTokens = 64;
 

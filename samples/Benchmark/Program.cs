@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace TransformerInference.Samples.Benchmark;
 
 /// <summary>Command-line options shared by every mode.</summary>
-/// <param name="Mode">cache, levers or threads.</param>
+/// <param name="Mode">cache, levers, threads or pytorch.</param>
 /// <param name="Threads">LibTorch intra-op threads (default 1: the development VM behaves like one core, where more
 /// threads were often slower).</param>
 /// <param name="Runs">Timed runs after the warm-up; the median is reported.</param>
@@ -18,6 +18,8 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
           modes:   cache    cached greedy (Generator.Generate) vs the naive full-prefix loop, 64 new tokens, batch 1
                    levers   serial/parallel block x kv_heads 8/2/1 x batch 1/16: prefill, decode per step, KV bytes
                    threads  cached greedy, 64 new tokens, batch 1, with 1 and 2 LibTorch threads
+                   pytorch  ours (cached, naive) vs Python torch (naive, KV-cached) on the same weights, 64 new tokens,
+                            batch 1; needs: apt-get install python3-torch libopenblas0-pthread (float32 only)
           options: --threads N            LibTorch threads (default 1)
                    --runs N               timed runs after one warm-up, median reported (default 3)
                    --dtype float32|bfloat16  (default float32)
@@ -29,7 +31,7 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
     {
         if (args.Length == 0) throw new ArgumentException("No mode given.");
         var mode = args[0];
-        if (mode is not ("cache" or "levers" or "threads")) throw new ArgumentException($"Unknown mode '{mode}'.");
+        if (mode is not ("cache" or "levers" or "threads" or "pytorch")) throw new ArgumentException($"Unknown mode '{mode}'.");
         int threads = 1, runs = 3;
         var dtype = ScalarType.Float32;
         var small = false;
@@ -90,6 +92,7 @@ internal static class Program
             case "cache": Modes.Cache(options); break;
             case "levers": Modes.Levers(options); break;
             case "threads": Modes.Threads(options); break;
+            case "pytorch": return Modes.PyTorch(options);
         }
         return 0;
     }

@@ -34,19 +34,27 @@ internal static class RandomModel
 
     /// <summary>Builds the model from a state dict of random tensors in canonical naming (fixed seed: every run and
     /// every variant gets the same numbers where shapes agree).</summary>
-    public static TransformerModel Create(TransformerConfig c, ScalarType dtype, long seed = 1234)
+    public static TransformerModel Create(TransformerConfig c, ScalarType dtype, long seed = 1234) =>
+        FromWeights(c, Weights(c, seed), dtype);
+
+    /// <summary>The random float32 state dict in canonical naming (fixed seed), for callers that also need the
+    /// tensors themselves (the <c>pytorch</c> mode saves them for Python); the caller owns them until
+    /// <see cref="FromWeights"/> hands them to a model.</summary>
+    public static Dictionary<string, Tensor> Weights(TransformerConfig c, long seed = 1234)
     {
         using var _ = inference_mode();
         manual_seed(seed);
-        Dictionary<string, Tensor> weights;
-        using (var scope = NewDisposeScope())
-        {
-            // The scope frees the temporaries (randn before scaling, the position arithmetic); the weights leave it.
-            weights = StateDict(c);
-            foreach (var tensor in weights.Values) tensor.DetachFromDisposeScope();
-        }
-        return ModelLoader.FromStateDict(c, weights, new ModelLoadOptions { DType = dtype }, "random weights");
+        using var scope = NewDisposeScope();
+        // The scope frees the temporaries (randn before scaling, the position arithmetic); the weights leave it.
+        var weights = StateDict(c);
+        foreach (var tensor in weights.Values) tensor.DetachFromDisposeScope();
+        return weights;
     }
+
+    /// <summary>Builds the model from <paramref name="weights"/>; the model takes ownership of them (in float32 it
+    /// uses these very tensors, so dispose the model, not the tensors).</summary>
+    public static TransformerModel FromWeights(TransformerConfig c, Dictionary<string, Tensor> weights, ScalarType dtype) =>
+        ModelLoader.FromStateDict(c, weights, new ModelLoadOptions { DType = dtype }, "random weights");
 
     private static Dictionary<string, Tensor> StateDict(TransformerConfig c)
     {
