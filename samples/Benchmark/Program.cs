@@ -11,7 +11,8 @@ namespace TransformerInference.Samples.Benchmark;
 /// <param name="Runs">Timed runs after the warm-up; the median is reported.</param>
 /// <param name="DType">Weights and activations.</param>
 /// <param name="Small">d_model 256 and 3+3 layers instead of the base size, for a quick check.</param>
-internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small)
+/// <param name="Calls">Calls made by the soak mode.</param>
+internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small, int Calls = 2000)
 {
     public const string Usage = """
         usage: dotnet run -c Release --project samples/Benchmark -- <mode> [options]
@@ -20,10 +21,12 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                    threads  cached greedy, 64 new tokens, batch 1, with 1 and 2 LibTorch threads
                    pytorch  ours (cached, naive) vs Python torch (naive, KV-cached) on the same weights, 64 new tokens,
                             batch 1; needs: apt-get install python3-torch libopenblas0-pthread (float32 only)
+                   soak     memory (RSS, live tensors) over thousands of greedy/sampling/beam calls (small model)
           options: --threads N            LibTorch threads (default 1)
                    --runs N               timed runs after one warm-up, median reported (default 3)
                    --dtype float32|bfloat16  (default float32)
                    --small                d_model 256, 3+3 layers (quick run)
+                   --calls N              soak: calls to make (default 2000)
         """;
 
     /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> with the offending one.</summary>
@@ -31,8 +34,8 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
     {
         if (args.Length == 0) throw new ArgumentException("No mode given.");
         var mode = args[0];
-        if (mode is not ("cache" or "levers" or "threads" or "pytorch")) throw new ArgumentException($"Unknown mode '{mode}'.");
-        int threads = 1, runs = 3;
+        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak")) throw new ArgumentException($"Unknown mode '{mode}'.");
+        int threads = 1, runs = 3, calls = 2000;
         var dtype = ScalarType.Float32;
         var small = false;
         for (var i = 1; i < args.Length; i++)
@@ -45,6 +48,7 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 case "--threads": threads = Positive(Value()); break;
                 case "--runs": runs = Positive(Value()); break;
                 case "--small": small = true; break;
+                case "--calls": calls = Positive(Value()); break;
                 case "--dtype":
                     dtype = Value() switch
                     {
@@ -56,7 +60,7 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 default: throw new ArgumentException($"Unknown option '{args[i]}'.");
             }
         }
-        return new Options(mode, threads, runs, dtype, small);
+        return new Options(mode, threads, runs, dtype, small, calls);
     }
 }
 
@@ -80,7 +84,7 @@ internal static class Program
         Console.WriteLine($"`dotnet run -c Release --project samples/Benchmark -- {string.Join(' ', args)}`");
         Console.WriteLine();
         torch.set_num_threads(options.Threads);
-        var config = RandomModel.Config(options.Small);
+        var config = RandomModel.Config(options.Small || options.Mode == "soak"); // soak always uses the small model
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} logical CPUs, " +
             $"LibTorch threads {torch.get_num_threads()}, {options.DType}, d_model {config.DModel}, " +
             $"{config.EncoderLayers}+{config.DecoderLayers} layers, d_ff {config.DFF}, vocab {config.TargetVocabSize}, " +
@@ -93,6 +97,7 @@ internal static class Program
             case "levers": Modes.Levers(options); break;
             case "threads": Modes.Threads(options); break;
             case "pytorch": return Modes.PyTorch(options);
+            case "soak": Modes.Soak(options); break;
         }
         return 0;
     }
