@@ -79,8 +79,20 @@ public static class Generator
                 scores = logits.clone();
                 LogitsProcessing.Apply(scores, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step, model.EosId, o);
             }
-            long[] next = sampler is null ? scores.argmax(-1).cpu().data<long>().ToArray() : sampler.Choose(scores, live);
-            var chosen = logProbs.gather(1, tensor(next, new long[] { live.Length, 1 }).to(model.Device)).cpu().data<float>().ToArray();
+            long[] next;
+            float[] chosen;
+            if (sampler is null && !processing)
+            {
+                // Plain greedy: the best log-probability and its index in one op.
+                var (best, index) = logProbs.max(-1);
+                next = index.cpu().data<long>().ToArray();
+                chosen = best.cpu().data<float>().ToArray();
+            }
+            else
+            {
+                next = sampler is null ? scores.argmax(-1).cpu().data<long>().ToArray() : sampler.Choose(scores, live);
+                chosen = logProbs.gather(1, tensor(next, new long[] { live.Length, 1 }).to(model.Device)).cpu().data<float>().ToArray();
+            }
 
             var keep = new List<long>(live.Length);
             for (var r = 0; r < live.Length; r++)
