@@ -36,8 +36,7 @@ public sealed class Translator : IDisposable
         _options = options;
         _ownsModel = ownsModel;
         if (options.MaxBatchSize < 1) throw new ArgumentException($"MaxBatchSize must be positive, got {options.MaxBatchSize}.", nameof(options));
-        if (options.MaxBatchTokens < model.MaxSourceLength)
-            throw new ArgumentException($"MaxBatchTokens {options.MaxBatchTokens} must hold one full-length input ({model.MaxSourceLength}).", nameof(options));
+        if (options.MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {options.MaxBatchTokens}.", nameof(options));
         options.Decoding.Validate();
         if (options.Threads is { } threads) torch.set_num_threads(threads);
         int SourceSpecial(string token, int fallback) => source is WordLevelTokenizer w
@@ -201,7 +200,8 @@ public sealed class Translator : IDisposable
 
     private static string Preview(string text) => text.Length <= 40 ? text : text[..40] + "…";
 
-    /// <summary>Groups inputs of similar length (longest first) under the sentence and padded-token limits.</summary>
+    /// <summary>Groups inputs of similar length (longest first) under the sentence and padded-token limits; an input
+    /// longer than the token limit gets a batch of its own.</summary>
     private List<List<int>> Batches(int[]?[] sources)
     {
         var order = Enumerable.Range(0, sources.Length).Where(i => sources[i] is not null)

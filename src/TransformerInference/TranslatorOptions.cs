@@ -18,7 +18,8 @@ public sealed record TranslatorOptions
     /// <summary>Most sentences decoded together (default 32).</summary>
     public int MaxBatchSize { get; init; } = 32;
 
-    /// <summary>Most source positions (padding included) in one batch (default 4096).</summary>
+    /// <summary>Most source positions (padding included) in one batch (default 4096); a longer single input still
+    /// runs, alone.</summary>
     public int MaxBatchTokens { get; init; } = 4096;
 
     /// <summary>Cut inputs longer than the model accepts instead of throwing (default false).</summary>

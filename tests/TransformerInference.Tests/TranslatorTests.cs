@@ -54,6 +54,9 @@ public class TranslatorTests
         // Token-limited batches (several small batches) give the same result too.
         using var small = Open("seed-tiny", new TranslatorOptions { MaxBatchSize = 16, MaxBatchTokens = 60 });
         Assert.Equal(alone, small.Translate(inputs));
+        // A token limit below one input's length: every input runs alone, with the same result.
+        using var tiny = Open("seed-tiny", new TranslatorOptions { MaxBatchTokens = 4 });
+        Assert.Equal(alone, tiny.Translate(inputs));
     }
 
     [Fact]
