@@ -79,6 +79,12 @@ public sealed class Translator : IDisposable
         }
     }
 
+    /// <summary>Loads like <see cref="Load"/> on a worker thread (reading and converting the weights takes a while
+    /// for large models).</summary>
+    public static Task<Translator> LoadAsync(string modelPath, string sourceTokenizerPath, string targetTokenizerPath,
+        TranslatorOptions? options = null, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Load(modelPath, sourceTokenizerPath, targetTokenizerPath, options), cancellationToken);
+
     /// <summary>Builds a translator from parts. The model is not disposed with the translator.</summary>
     public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null) =>
         new(model, sourceTokenizer, targetTokenizer, options ?? new TranslatorOptions(), ownsModel: false);

@@ -77,6 +77,10 @@ public class TranslatorTests
         using var translator = Open("seed-tiny");
         var expected = translator.Translate("I love you so much");
         Assert.Equal(expected, await translator.TranslateAsync("I love you so much"));
+        var dir = Fixtures.Path_("seed-tiny");
+        using (var loaded = await Translator.LoadAsync(Path.Combine(dir, "tmodel.pt"), Path.Combine(dir, "tokenizer_en.json"),
+                   Path.Combine(dir, "tokenizer_ne.json"), new TranslatorOptions { Heads = 4 }))
+            Assert.Equal(expected, loaded.Translate("I love you so much"));
         var tokens = new List<string>();
         await foreach (var t in translator.TranslateStreamAsync("I love you so much")) tokens.Add(t);
         Assert.Equal(expected, string.Join(' ', tokens));
