@@ -83,6 +83,27 @@ public class DecodingTests : IDisposable
     }
 
     [Fact]
+    public void SamplerFiltersFollowTopKTopPAndTemperature()
+    {
+        // Probabilities 0.5, 0.25, 0.15, 0.1 on tokens 3, 0, 2, 1.
+        using var logProbs = TorchSharp.torch.tensor(new[] { 0.25f, 0.1f, 0.15f, 0.5f }).log().unsqueeze(0);
+        var inputs = new[] { 0 };
+        IReadOnlyList<int>[] source = { new[] { 2, 3 } };
+        int[] Draw(DecodingOptions o)
+        {
+            var sampler = new Sampler(o with { Sample = true, Seed = 11 }, source);
+            return Enumerable.Range(0, 400).Select(_ => (int)sampler.Choose(logProbs, inputs)[0]).ToArray();
+        }
+        Assert.Equal(new[] { 0, 3 }, Draw(new DecodingOptions { TopK = 2 }).Distinct().Order());
+        Assert.Equal(new[] { 3 }, Draw(new DecodingOptions { TopP = 0.5 }).Distinct());
+        Assert.Equal(new[] { 0, 3 }, Draw(new DecodingOptions { TopP = 0.7 }).Distinct().Order());
+        Assert.Equal(new[] { 3 }, Draw(new DecodingOptions { Temperature = 0.01 }).Distinct());
+        var free = Draw(new DecodingOptions());
+        Assert.Equal(new[] { 0, 1, 2, 3 }, free.Distinct().Order());
+        Assert.InRange(free.Count(t => t == 3) / 400.0, 0.4, 0.6);
+    }
+
+    [Fact]
     public void LengthControlsAndIgnoreEos()
     {
         var fixedLength = Generator.Generate(_model, _sources.Take(2).ToArray(), new DecodingOptions { MaxNewTokens = 12, IgnoreEos = true });

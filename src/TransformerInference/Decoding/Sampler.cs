@@ -34,28 +34,25 @@ internal sealed class Sampler
         var vocab = (int)logProbs.shape[1];
         var all = logProbs.cpu().data<float>().ToArray();
         var result = new long[rows];
-        var order = new int[vocab];
         var weights = new double[vocab];
         for (var r = 0; r < rows; r++)
         {
-            var row = new ReadOnlySpan<float>(all, r * vocab, vocab);
-            for (var i = 0; i < vocab; i++) order[i] = i;
-            var rowArray = row.ToArray();
-            Array.Sort(order, (a, b) => rowArray[b].CompareTo(rowArray[a]) is var c && c != 0 ? c : a.CompareTo(b));
-            var limit = _options.TopK > 0 ? Math.Min(_options.TopK, vocab) : vocab;
-            var max = rowArray[order[0]];
+            var row = new ArraySegment<float>(all, r * vocab, vocab);
+            var candidates = Candidates(row);
+            var max = candidates.Max(i => row[i]);
             double total = 0;
             var kept = 0;
-            for (; kept < limit; kept++)
+            foreach (var i in candidates)
             {
-                var v = rowArray[order[kept]];
-                if (float.IsNegativeInfinity(v)) break;
+                var v = row[i];
+                if (float.IsNegativeInfinity(v)) continue;
+                candidates[kept] = i;
                 weights[kept] = Math.Exp((v - max) / _options.Temperature);
-                total += weights[kept];
+                total += weights[kept++];
             }
             if (_options.TopP < 1.0)
             {
-                // Smallest prefix of the sorted tokens whose probability mass reaches TopP.
+                // Smallest prefix of the (sorted) candidates whose probability mass reaches TopP.
                 double mass = 0;
                 var cut = 0;
                 while (cut < kept)
@@ -74,8 +71,35 @@ internal sealed class Sampler
                 u -= weights[i];
                 if (u <= 0) { pick = i; break; }
             }
-            result[r] = order[Math.Max(pick, 0)];
+            result[r] = candidates[Math.Max(pick, 0)];
         }
         return result;
+    }
+
+    /// <summary>
+    /// Token ids to sample from: the k best by descending score with top-k (a bounded heap, no full sort), every
+    /// token sorted by descending score with top-p only, else every token in vocabulary order (no sort needed).
+    /// Ties go to the lower id.
+    /// </summary>
+    private int[] Candidates(ArraySegment<float> row)
+    {
+        var vocab = row.Count;
+        Comparison<int> better = (a, b) => row[b].CompareTo(row[a]) is var c && c != 0 ? c : a.CompareTo(b);
+        if (_options.TopK > 0 && _options.TopK < vocab)
+        {
+            // Min-heap of the k best seen so far: its root is the worst of them.
+            var heap = new PriorityQueue<int, int>(_options.TopK, Comparer<int>.Create((a, b) => better(b, a)));
+            for (var i = 0; i < vocab; i++)
+            {
+                if (heap.Count < _options.TopK) heap.Enqueue(i, i);
+                else if (better(i, heap.Peek()) < 0) heap.EnqueueDequeue(i, i);
+            }
+            var top = new int[heap.Count];
+            for (var i = top.Length - 1; i >= 0; i--) top[i] = heap.Dequeue();
+            return top;
+        }
+        var order = Enumerable.Range(0, vocab).ToArray();
+        if (_options.TopP < 1.0) Array.Sort(order, better);
+        return order;
     }
 }
