@@ -27,7 +27,9 @@ internal sealed class AttentionHeads
     public long KvWidth => _kvHeads * _headDim;
 
     /// <summary>[B, S, G·d_k] → [B, G, S, d_k].</summary>
-    public Tensor SplitKv(Tensor x) => x.reshape(x.shape[0], x.shape[1], _kvHeads, _headDim).transpose(1, 2);
+    public Tensor SplitKv(Tensor x) => x.shape[1] == 1
+        ? x.reshape(x.shape[0], _kvHeads, 1, _headDim) // one position: the transpose would not move anything
+        : x.reshape(x.shape[0], x.shape[1], _kvHeads, _headDim).transpose(1, 2);
 
     /// <summary>
     /// Self-attention on projected q [B,T,H·d_k], k and v [B,T,G·d_k] at target positions offset..offset+T-1.
