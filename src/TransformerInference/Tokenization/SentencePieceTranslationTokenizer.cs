@@ -1,0 +1,778 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.ML.Tokenizers;
+
+namespace TransformerInference.Tokenization;
+
+/// <summary>The Hugging Face translation tokenizer families <see cref="SentencePieceTranslationTokenizer"/> reproduces.</summary>
+public enum TranslationTokenizerFamily
+{
+    /// <summary><c>MarianTokenizer</c>: <c>source.spm</c> / <c>target.spm</c> and one <c>vocab.json</c>; ids + <c>&lt;/s&gt;</c>.</summary>
+    Marian,
+
+    /// <summary><c>M2M100Tokenizer</c>: <c>sentencepiece.bpe.model</c> + <c>vocab.json</c>; <c>__xx__</c> + ids + <c>&lt;/s&gt;</c>.</summary>
+    M2M100,
+
+    /// <summary><c>NllbTokenizer</c>: <c>sentencepiece.bpe.model</c> with the fairseq id offset; <c>xxx_Xxxx</c> + ids + <c>&lt;/s&gt;</c>.</summary>
+    Nllb,
+}
+
+/// <summary>
+/// The Hugging Face slow (SentencePiece) tokenizers of translation models — <c>MarianTokenizer</c>,
+/// <c>M2M100Tokenizer</c> and <c>NllbTokenizer</c> — loaded from a model folder, giving the same ids and decoded
+/// text as Hugging Face.
+/// </summary>
+/// <remarks>
+/// <para>Text is normalized as the SentencePiece model's normalizer does it (NFKC-based <c>nmt_nfkc</c> character
+/// map, white-space runs collapsed, leading and trailing white space dropped, <c>▁</c> prefix), split into pieces by
+/// Microsoft.ML.Tokenizers' <see cref="SentencePieceTokenizer"/> (runs of unknown characters become one piece, as in
+/// <c>sentencepiece</c>), and each piece is mapped to the family's id: Marian and M2M100 look the piece string up in
+/// <c>vocab.json</c>, NLLB adds the fairseq offset to the SentencePiece id; a piece without an id gets the unknown id.
+/// The family's special tokens are then added: Marian appends <c>&lt;/s&gt;</c>; M2M100 and NLLB put the language
+/// token first and <c>&lt;/s&gt;</c> last (NLLB with <c>legacy_behaviour</c>: <c>… &lt;/s&gt; [lang]</c>).</para>
+/// <para>Decoding drops special tokens (including <c>&lt;unk&gt;</c> and every language token), joins the pieces,
+/// turns <c>▁</c> into spaces, trims, and applies Hugging Face's <c>clean_up_tokenization</c> when the folder's
+/// <c>clean_up_tokenization_spaces</c> is true (NLLB).</para>
+/// <para>The <see cref="Tokenizer"/> methods inherited from Microsoft.ML.Tokenizers encode the source side with the
+/// default source language (<see cref="SourceLanguage"/>); token offsets refer to the normalized text, where spaces
+/// are <c>▁</c>. Special-token strings inside the text (such as a literal <c>&lt;/s&gt;</c>) are encoded as plain text,
+/// unlike Hugging Face, which splits them out. Instances are immutable and thread-safe.</para>
+/// </remarks>
+public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
+{
+    /// <summary>The language codes of <c>M2M100Tokenizer</c> (<c>language_codes = "m2m100"</c>), in id order.</summary>
+    private static readonly string[] M2M100Languages =
+        ("af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl gu ha he hi hr ht hu hy "
+        + "id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml mn mr ms my ne nl no ns oc or pa pl ps pt ro ru "
+        + "sd si sk sl so sq sr ss su sv sw ta th tl tn tr uk ur uz vi wo xh yi yo zh zu").Split(' ');
+
+    /// <summary>The language codes of <c>M2M100Tokenizer</c> with <c>language_codes = "wmt21"</c>.</summary>
+    private static readonly string[] Wmt21Languages = ["en", "ha", "is", "ja", "cs", "ru", "zh", "de"];
+
+    private const int NllbOffset = 1; // fairseq: <s>=0 <pad>=1 </s>=2 <unk>=3, spm id n (n >= 3) -> n + 1
+
+    private readonly SentencePieceSegmenter _sourceModel;
+    private readonly SentencePieceSegmenter _targetModel;
+    private readonly Dictionary<string, int>? _vocab; // Marian, M2M100: vocab.json
+    private readonly Dictionary<int, string> _idToToken = [];
+    private readonly Dictionary<string, int> _languageIds = new(StringComparer.Ordinal); // code -> id
+    private readonly Dictionary<string, int> _languageTokenIds = new(StringComparer.Ordinal); // token text -> id
+    private readonly HashSet<int> _specialIds = [];
+    private readonly HashSet<string> _specialTokens = new(StringComparer.Ordinal);
+    private readonly string[] _nllbPieces = [];
+    private readonly bool _cleanUpSpaces;
+    private readonly bool _legacyBehaviour;
+    private readonly string _unknownToken;
+
+    private SentencePieceTranslationTokenizer(TranslationTokenizerFamily family, Config config, string folder)
+    {
+        Family = family;
+        _cleanUpSpaces = config.CleanUpSpaces;
+        _legacyBehaviour = config.LegacyBehaviour;
+        _unknownToken = config.Unk;
+        SourceLanguage = config.SourceLanguage;
+        TargetLanguage = config.TargetLanguage;
+
+        switch (family)
+        {
+            case TranslationTokenizerFamily.Marian:
+            {
+                if (config.SeparateVocabs)
+                {
+                    throw new NotSupportedException(
+                        $"Tokenizer config '{config.Path}': separate_vocabs = true (two vocabulary files) is not supported.");
+                }
+
+                _sourceModel = SentencePieceSegmenter.Load(Path.Combine(folder, "source.spm"));
+                _targetModel = SentencePieceSegmenter.Load(Path.Combine(folder, "target.spm"));
+                _vocab = ReadVocab(Path.Combine(folder, "vocab.json"));
+                foreach ((string token, int id) in _vocab)
+                {
+                    _idToToken.TryAdd(id, token);
+                    if (token.Length > 4 && token.StartsWith(">>", StringComparison.Ordinal) && token.EndsWith("<<", StringComparison.Ordinal))
+                    {
+                        _languageIds[token[2..^2]] = id;
+                        _languageTokenIds[token] = id;
+                    }
+                }
+
+                EndOfSentenceId = RequireVocab(config.Eos, "eos_token");
+                UnknownId = RequireVocab(config.Unk, "unk_token");
+                PadId = RequireVocab(config.Pad ?? "<pad>", "pad_token");
+                AddSpecial(config.Eos, config.Unk, config.Pad);
+                AddSpecial(config.Additional);
+                VocabularySize = _vocab.Count;
+                break;
+            }
+
+            case TranslationTokenizerFamily.M2M100:
+            {
+                _sourceModel = _targetModel = SentencePieceSegmenter.Load(Path.Combine(folder, "sentencepiece.bpe.model"));
+                _vocab = ReadVocab(Path.Combine(folder, "vocab.json"));
+                foreach ((string token, int id) in _vocab)
+                {
+                    _idToToken.TryAdd(id, token);
+                }
+
+                string[] codes = config.LanguageCodes switch
+                {
+                    null or "m2m100" => M2M100Languages,
+                    "wmt21" => Wmt21Languages,
+                    string other => throw new NotSupportedException(
+                        $"Tokenizer config '{config.Path}': language_codes '{other}' is not supported (only m2m100 and wmt21)."),
+                };
+
+                // M2M100Tokenizer: language token i has id len(vocab.json) + i (encoder_size + i).
+                int baseId = _vocab.Count;
+                for (int i = 0; i < codes.Length; i++)
+                {
+                    string token = $"__{codes[i]}__";
+                    _languageIds[codes[i]] = baseId + i;
+                    _languageTokenIds[token] = baseId + i;
+                    _idToToken[baseId + i] = token;
+                    _specialIds.Add(baseId + i);
+                    _specialTokens.Add(token);
+                }
+
+                EndOfSentenceId = RequireVocab(config.Eos, "eos_token");
+                UnknownId = RequireVocab(config.Unk, "unk_token");
+                PadId = RequireVocab(config.Pad ?? "<pad>", "pad_token");
+                AddSpecial(config.Bos, config.Eos, config.Unk, config.Pad, config.Sep);
+                VocabularySize = baseId + codes.Length + config.MadeUpWords;
+                break;
+            }
+
+            default:
+            {
+                _sourceModel = _targetModel = SentencePieceSegmenter.Load(Path.Combine(folder, "sentencepiece.bpe.model"));
+                _nllbPieces = new string[_sourceModel.Count];
+                foreach ((string piece, int spmId) in _sourceModel.Vocabulary)
+                {
+                    if ((uint)spmId < (uint)_nllbPieces.Length)
+                    {
+                        _nllbPieces[spmId] = piece;
+                    }
+                }
+
+                // fairseq's four specials take ids 0-3; spm's own <unk>, <s>, </s> (0-2) are never used.
+                string[] fairseq = [config.Bos ?? "<s>", config.Pad ?? "<pad>", config.Eos, config.Unk];
+                for (int i = 0; i < fairseq.Length; i++)
+                {
+                    _idToToken[i] = fairseq[i];
+                    _specialIds.Add(i);
+                    _specialTokens.Add(fairseq[i]);
+                }
+
+                if (config.AddedTokens.Count == 0)
+                {
+                    throw new NotSupportedException(
+                        $"Tokenizer config '{config.Path}' has no added_tokens_decoder; NLLB language-code ids are read from it.");
+                }
+
+                int maxId = _nllbPieces.Length + NllbOffset - 1;
+                foreach ((int id, string content, bool special) in config.AddedTokens)
+                {
+                    maxId = Math.Max(maxId, id);
+                    _idToToken[id] = content;
+                    if (special)
+                    {
+                        _specialIds.Add(id);
+                        _specialTokens.Add(content);
+                    }
+
+                    if (id >= _nllbPieces.Length + NllbOffset && content != config.Mask && content != config.Bos
+                        && content != config.Eos && content != config.Unk && content != config.Pad)
+                    {
+                        _languageIds[content] = id;
+                        _languageTokenIds[content] = id;
+                    }
+                }
+
+                EndOfSentenceId = 2;
+                UnknownId = 3;
+                PadId = 1;
+                VocabularySize = maxId + 1;
+                break;
+            }
+        }
+
+        if (SourceLanguage is not null && !_languageIds.ContainsKey(SourceLanguage))
+        {
+            SourceLanguage = null; // Marian configs name languages that are not tokens.
+        }
+
+        if (TargetLanguage is not null && !_languageIds.ContainsKey(TargetLanguage))
+        {
+            TargetLanguage = null;
+        }
+
+        if (family != TranslationTokenizerFamily.Marian && SourceLanguage is null)
+        {
+            throw new InvalidDataException(
+                $"Tokenizer config '{config.Path}': src_lang '{config.SourceLanguage}' is missing or not a language of this tokenizer.");
+        }
+
+        Languages = [.. _languageIds.OrderBy(pair => pair.Value).Select(pair => pair.Key)];
+
+        int RequireVocab(string token, string name)
+            => _vocab!.TryGetValue(token, out int id)
+                ? id
+                : throw new InvalidDataException($"Tokenizer folder '{folder}': {name} '{token}' is not in vocab.json.");
+
+        void AddSpecial(params IEnumerable<string?> tokens)
+        {
+            foreach (string? token in tokens)
+            {
+                if (token is not null && _vocab!.TryGetValue(token, out int id))
+                {
+                    _specialIds.Add(id);
+                    _specialTokens.Add(token);
+                }
+            }
+        }
+    }
+
+    /// <summary>Which Hugging Face tokenizer this one reproduces (from <c>tokenizer_class</c>).</summary>
+    public TranslationTokenizerFamily Family { get; }
+
+    /// <summary>
+    /// The default source language (<c>src_lang</c> of <c>tokenizer_config.json</c>, e.g. <c>en</c> or
+    /// <c>eng_Latn</c>); <see langword="null"/> for Marian, whose models translate one language pair.
+    /// </summary>
+    public string? SourceLanguage { get; }
+
+    /// <summary>The default target language (<c>tgt_lang</c>), or <see langword="null"/> for Marian.</summary>
+    public string? TargetLanguage { get; }
+
+    /// <summary>
+    /// The language codes accepted by <see cref="LanguageId"/>, in id order: M2M100 <c>en</c>, NLLB <c>eng_Latn</c>,
+    /// Marian the codes of <c>&gt;&gt;xx&lt;&lt;</c> tokens in <c>vocab.json</c> (none for one-pair models).
+    /// </summary>
+    public IReadOnlyList<string> Languages { get; }
+
+    /// <summary>Id of <c>&lt;/s&gt;</c>, appended to every encoded text.</summary>
+    public int EndOfSentenceId { get; }
+
+    /// <summary>Id of <c>&lt;unk&gt;</c>, given to pieces without an id.</summary>
+    public int UnknownId { get; }
+
+    /// <summary>Id of <c>&lt;pad&gt;</c> (Marian's decoder start token).</summary>
+    public int PadId { get; }
+
+    /// <summary>
+    /// Number of ids (Hugging Face's <c>len(tokenizer)</c>; M2M100 also counts its <c>madeupword</c> slots, which
+    /// the model's embedding holds).
+    /// </summary>
+    public int VocabularySize { get; }
+
+    /// <summary>Ids that decoding drops: <c>&lt;/s&gt;</c>, <c>&lt;unk&gt;</c>, <c>&lt;pad&gt;</c>, language tokens, ….</summary>
+    public IReadOnlyCollection<int> SpecialTokenIds => _specialIds;
+
+    /// <summary>Loads the tokenizer of a Hugging Face model folder.</summary>
+    /// <param name="folder">Folder holding <c>tokenizer_config.json</c> (its <c>tokenizer_class</c> picks the family) and
+    /// the family's files: Marian <c>source.spm</c>, <c>target.spm</c>, <c>vocab.json</c>; M2M100
+    /// <c>sentencepiece.bpe.model</c>, <c>vocab.json</c>; NLLB <c>sentencepiece.bpe.model</c>.</param>
+    /// <returns>The tokenizer.</returns>
+    /// <exception cref="ArgumentException"><paramref name="folder"/> is null or empty.</exception>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">A required file is missing.</exception>
+    /// <exception cref="InvalidDataException">A file is malformed or lacks a required entry.</exception>
+    /// <exception cref="NotSupportedException">The tokenizer class or one of its options is not supported.</exception>
+    public static SentencePieceTranslationTokenizer Create(string folder)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        string full = Path.GetFullPath(folder);
+        if (!Directory.Exists(full))
+        {
+            throw new DirectoryNotFoundException($"Tokenizer folder '{full}' was not found.");
+        }
+
+        Config config = Config.Read(Path.Combine(full, "tokenizer_config.json"));
+        TranslationTokenizerFamily family = config.TokenizerClass switch
+        {
+            "MarianTokenizer" => TranslationTokenizerFamily.Marian,
+            "M2M100Tokenizer" => TranslationTokenizerFamily.M2M100,
+            "NllbTokenizer" or "NllbTokenizerFast" => TranslationTokenizerFamily.Nllb,
+            _ => throw new NotSupportedException(
+                $"Tokenizer config '{config.Path}': tokenizer_class '{config.TokenizerClass}' is not supported "
+                + "(MarianTokenizer, M2M100Tokenizer or NllbTokenizer)."),
+        };
+        return new SentencePieceTranslationTokenizer(family, config, full);
+    }
+
+    /// <summary>
+    /// Id of a language token, e.g. to force it as the first generated token (<c>forced_bos_token_id</c>).
+    /// </summary>
+    /// <param name="language">A code from <see cref="Languages"/> (<c>ne</c>, <c>npi_Deva</c>) or the token itself
+    /// (<c>__ne__</c>, Marian <c>&gt;&gt;fra&lt;&lt;</c>).</param>
+    /// <returns>The id.</returns>
+    /// <exception cref="ArgumentException">The language is not one of this tokenizer's.</exception>
+    public int LanguageId(string language)
+    {
+        ArgumentNullException.ThrowIfNull(language);
+        if (_languageIds.TryGetValue(language, out int id) || _languageTokenIds.TryGetValue(language, out id))
+        {
+            return id;
+        }
+
+        string known = Languages.Count == 0 ? "none" : string.Join(", ", Languages.Take(8)) + (Languages.Count > 8 ? ", …" : string.Empty);
+        throw new ArgumentException($"Language '{language}' is not a language of this {Family} tokenizer (known: {known}).", nameof(language));
+    }
+
+    /// <summary>Encodes source text as the model's encoder input (Hugging Face <c>tokenizer(text).input_ids</c>).</summary>
+    /// <param name="text">The text.</param>
+    /// <param name="sourceLanguage">M2M100/NLLB: the source language (default <see cref="SourceLanguage"/>); must be
+    /// <see langword="null"/> for Marian.</param>
+    /// <returns>The ids, special tokens included.</returns>
+    public IReadOnlyList<int> EncodeSource(string text, string? sourceLanguage = null)
+        => Encode(text, sourceLanguage, target: false, out _).Select(token => token.Id).ToArray();
+
+    /// <summary>
+    /// Encodes target text (Hugging Face <c>tokenizer(text_target=text).input_ids</c>, the labels): Marian with
+    /// <c>target.spm</c>, M2M100/NLLB with the target language token.
+    /// </summary>
+    /// <param name="text">The text.</param>
+    /// <param name="targetLanguage">M2M100/NLLB: the target language (default <see cref="TargetLanguage"/>); must be
+    /// <see langword="null"/> for Marian.</param>
+    /// <returns>The ids, special tokens included.</returns>
+    public IReadOnlyList<int> EncodeTarget(string text, string? targetLanguage = null)
+        => Encode(text, targetLanguage, target: true, out _).Select(token => token.Id).ToArray();
+
+    /// <summary>Encodes text into tokens: the SentencePiece pieces with their ids, and the special tokens.</summary>
+    /// <param name="text">The text.</param>
+    /// <param name="language">The language (default: <see cref="SourceLanguage"/> or <see cref="TargetLanguage"/>);
+    /// <see langword="null"/> for Marian.</param>
+    /// <param name="target">Whether to encode the target side (see <see cref="EncodeTarget"/>).</param>
+    /// <param name="normalizedText">The normalized text the offsets refer to (spaces as <c>▁</c>).</param>
+    /// <returns>The tokens; a piece's <see cref="EncodedToken.Value"/> is its text (unknown characters as themselves).</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    /// <exception cref="ArgumentException">The language is unknown, or given for Marian.</exception>
+    public IReadOnlyList<EncodedToken> Encode(string text, string? language, bool target, out string normalizedText)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var tokens = new List<EncodedToken>();
+        EncodeCore(text, language, target, tokens, out normalizedText);
+        return tokens;
+    }
+
+    /// <summary>Gets the token text of an id (a piece, a special token or a language token).</summary>
+    /// <param name="id">The id.</param>
+    /// <returns>The token, or <see langword="null"/> when no token has this id.</returns>
+    public string? IdToToken(int id)
+    {
+        if (_idToToken.TryGetValue(id, out string? token))
+        {
+            return token;
+        }
+
+        int spmId = id - NllbOffset;
+        return Family == TranslationTokenizerFamily.Nllb && spmId >= 3 && spmId < _nllbPieces.Length ? _nllbPieces[spmId] : null;
+    }
+
+    /// <summary>Whether decoding drops <paramref name="id"/> (special and language tokens).</summary>
+    /// <param name="id">The id.</param>
+    /// <returns><see langword="true"/> for special tokens.</returns>
+    public bool IsSpecialToken(int id) => _specialIds.Contains(id);
+
+    /// <summary>Decodes ids as Hugging Face <c>decode(ids, skip_special_tokens=True)</c> does.</summary>
+    /// <param name="ids">The ids.</param>
+    /// <returns>The text.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="ids"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">NLLB: an id is outside the vocabulary.</exception>
+    public override string Decode(IEnumerable<int> ids) => Decode(ids, skipSpecialTokens: true);
+
+    /// <summary>Decodes ids to text.</summary>
+    /// <param name="ids">The ids.</param>
+    /// <param name="skipSpecialTokens">Whether to drop special tokens (Hugging Face's <c>skip_special_tokens</c>). When
+    /// false the special tokens are written as their text, joined as the family's <c>convert_tokens_to_string</c>
+    /// joins them; that form is meant for inspection, not checked against Hugging Face.</param>
+    /// <returns>The text.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="ids"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">NLLB: an id is outside the vocabulary.</exception>
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var tokens = new List<string>();
+        foreach (int id in ids)
+        {
+            string token = DecodeToken(id);
+            if (skipSpecialTokens && (_specialIds.Contains(id) || _specialTokens.Contains(token)))
+            {
+                continue;
+            }
+
+            tokens.Add(token);
+        }
+
+        string text = Family switch
+        {
+            TranslationTokenizerFamily.Marian => JoinWithSpecials(tokens, _targetModel, " ").Replace('\u2581', ' '),
+            TranslationTokenizerFamily.M2M100 => JoinWithSpecials(tokens, _sourceModel, string.Empty),
+            _ => string.Concat(tokens).Replace('\u2581', ' '),
+        };
+        text = PythonStrip(text);
+        return _cleanUpSpaces ? CleanUpTokenization(text) : text;
+    }
+
+    /// <summary>Decodes ids into <paramref name="destination"/> (special tokens dropped).</summary>
+    /// <param name="ids">The ids.</param>
+    /// <param name="destination">Where to write the text.</param>
+    /// <param name="idsConsumed">How many ids the written text covers.</param>
+    /// <param name="charsWritten">How many characters were written.</param>
+    /// <returns><see cref="OperationStatus.Done"/>, or <see cref="OperationStatus.DestinationTooSmall"/> when only the
+    /// decoding of a prefix of the ids fits.</returns>
+    public override OperationStatus Decode(IEnumerable<int> ids, Span<char> destination, out int idsConsumed, out int charsWritten)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        int[] all = ids.ToArray();
+        for (int count = all.Length; count >= 0; count--)
+        {
+            string text = Decode(all.AsSpan(0, count).ToArray());
+            if (text.Length <= destination.Length)
+            {
+                text.AsSpan().CopyTo(destination);
+                idsConsumed = count;
+                charsWritten = text.Length;
+                return count == all.Length ? OperationStatus.Done : OperationStatus.DestinationTooSmall;
+            }
+        }
+
+        idsConsumed = charsWritten = 0;
+        return OperationStatus.DestinationTooSmall;
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Encodes the source side in <see cref="SourceLanguage"/>, special tokens included; a
+    /// <see cref="EncodeSettings.MaxTokenCount"/> keeps the first tokens.</remarks>
+    protected override EncodeResults<EncodedToken> EncodeToTokens(string? text, ReadOnlySpan<char> textSpan, EncodeSettings settings)
+    {
+        string input = text ?? textSpan.ToString();
+        var tokens = new List<EncodedToken>();
+        EncodeCore(input, null, target: false, tokens, out string normalized);
+        int consumed = input.Length;
+        if (settings.MaxTokenCount > 0 && tokens.Count > settings.MaxTokenCount)
+        {
+            tokens.RemoveRange(settings.MaxTokenCount, tokens.Count - settings.MaxTokenCount);
+            consumed = tokens.Count == 0 ? 0 : tokens[^1].Offset.End.GetOffset(normalized.Length);
+        }
+
+        return new EncodeResults<EncodedToken> { Tokens = tokens, NormalizedText = normalized, CharsConsumed = consumed };
+    }
+
+    private void EncodeCore(string text, string? language, bool target, List<EncodedToken> tokens, out string normalized)
+    {
+        SentencePieceSegmenter model = target ? _targetModel : _sourceModel;
+        int? languageId = null;
+        if (Family == TranslationTokenizerFamily.Marian)
+        {
+            if (language is not null)
+            {
+                throw new ArgumentException(
+                    "Marian tokenizers take no language argument; multilingual Marian models read a >>xx<< token at the start of the text.",
+                    nameof(language));
+            }
+        }
+        else
+        {
+            language ??= target ? TargetLanguage ?? SourceLanguage : SourceLanguage;
+            languageId = LanguageId(language!);
+        }
+
+        bool prefixLanguage = languageId is not null && !(Family == TranslationTokenizerFamily.Nllb && _legacyBehaviour);
+        if (prefixLanguage)
+        {
+            tokens.Add(new EncodedToken(languageId!.Value, IdToToken(languageId.Value)!, new Range(0, 0)));
+        }
+
+        if (Family == TranslationTokenizerFamily.Marian)
+        {
+            // MarianTokenizer._tokenize: a ">>xx<<" code at the start is its own token; every match is cut from the text.
+            Match code = MarianLanguageCode().Match(text);
+            if (code.Success && code.Index == 0)
+            {
+                tokens.Add(new EncodedToken(MapPiece(code.Value), code.Value, new Range(0, 0)));
+            }
+
+            text = MarianLanguageCode().Replace(text, string.Empty);
+        }
+
+        List<SentencePieceSegmenter.Piece> pieces = model.Split(text, out normalized);
+        foreach (SentencePieceSegmenter.Piece piece in pieces)
+        {
+            tokens.Add(new EncodedToken(MapPiece(piece.Text), piece.Text, new Range(piece.Start, piece.End)));
+        }
+
+        int end = normalized.Length;
+        tokens.Add(new EncodedToken(EndOfSentenceId, IdToToken(EndOfSentenceId)!, new Range(end, end)));
+        if (languageId is not null && !prefixLanguage)
+        {
+            tokens.Add(new EncodedToken(languageId.Value, IdToToken(languageId.Value)!, new Range(end, end)));
+        }
+    }
+
+    private int MapPiece(string piece)
+    {
+        if (_vocab is not null)
+        {
+            return _vocab.TryGetValue(piece, out int id) ? id : UnknownId;
+        }
+
+        // NllbTokenizer._convert_token_to_id: spm id + offset, or <unk> when sentencepiece gives its unknown id 0.
+        return _sourceModel.Vocabulary.TryGetValue(piece, out int spmId) && spmId != _sourceModel.UnknownId
+            ? spmId + NllbOffset
+            : UnknownId;
+    }
+
+    private string DecodeToken(int id)
+    {
+        if (_idToToken.TryGetValue(id, out string? token))
+        {
+            return token;
+        }
+
+        if (Family != TranslationTokenizerFamily.Nllb)
+        {
+            return _unknownToken; // Marian/M2M100 _convert_id_to_token: decoder.get(index, unk_token)
+        }
+
+        int spmId = id - NllbOffset;
+        if (spmId < 0 || spmId >= _nllbPieces.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(id), id, $"Id {id} is outside the NLLB vocabulary (0..{VocabularySize - 1}).");
+        }
+
+        return _nllbPieces[spmId];
+    }
+
+    /// <summary>
+    /// Marian/M2M100 <c>convert_tokens_to_string</c>: runs of ordinary pieces go through sentencepiece's
+    /// <c>decode_pieces</c>; special tokens are written as they are, followed by <paramref name="afterSpecial"/>.
+    /// </summary>
+    private string JoinWithSpecials(List<string> tokens, SentencePieceSegmenter model, string afterSpecial)
+    {
+        var builder = new StringBuilder();
+        var run = new List<string>();
+        foreach (string token in tokens)
+        {
+            if (_specialTokens.Contains(token))
+            {
+                builder.Append(DecodePieces(run, model)).Append(token).Append(afterSpecial);
+                run.Clear();
+            }
+            else
+            {
+                run.Add(token);
+            }
+        }
+
+        return builder.Append(DecodePieces(run, model)).ToString();
+    }
+
+    /// <summary>sentencepiece's <c>DecodePieces</c> for models without byte fallback.</summary>
+    private static string DecodePieces(List<string> pieces, SentencePieceSegmenter model)
+    {
+        var builder = new StringBuilder();
+        bool bos = true;
+        foreach (string piece in pieces)
+        {
+            if (model.ControlPieces.Contains(piece))
+            {
+                continue; // <s>, </s>: invisible
+            }
+
+            if (!model.Vocabulary.TryGetValue(piece, out int id))
+            {
+                builder.Append(piece); // a piece the model does not hold is written as it is
+                bos = false;
+                continue;
+            }
+
+            if (id == model.UnknownId)
+            {
+                builder.Append(" \u2047 "); // sentencepiece's surface of <unk>
+                bos = false;
+                continue;
+            }
+
+            ReadOnlySpan<char> surface = piece;
+            if (bos && surface.StartsWith("\u2581"))
+            {
+                surface = surface[1..];
+            }
+
+            foreach (char c in surface)
+            {
+                builder.Append(c == '\u2581' ? ' ' : c);
+            }
+
+            bos = false;
+        }
+
+        return builder.ToString();
+    }
+
+    /// <summary>Python's <c>str.strip()</c>: trims characters for which <c>str.isspace()</c> is true.</summary>
+    private static string PythonStrip(string text)
+    {
+        static bool IsSpace(char c) => char.IsWhiteSpace(c) || c is >= '\x1c' and <= '\x1f';
+        int start = 0, end = text.Length;
+        while (start < end && IsSpace(text[start]))
+        {
+            start++;
+        }
+
+        while (end > start && IsSpace(text[end - 1]))
+        {
+            end--;
+        }
+
+        return text[start..end];
+    }
+
+    /// <summary>Hugging Face's <c>clean_up_tokenization</c>.</summary>
+    private static string CleanUpTokenization(string text)
+        => text.Replace(" .", ".").Replace(" ?", "?").Replace(" !", "!").Replace(" ,", ",").Replace(" ' ", "'")
+            .Replace(" n't", "n't").Replace(" 'm", "'m").Replace(" 's", "'s").Replace(" 've", "'ve").Replace(" 're", "'re");
+
+    private static Dictionary<string, int> ReadVocab(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"Vocabulary file '{path}' was not found.", path);
+        }
+
+        try
+        {
+            using FileStream stream = File.OpenRead(path);
+            using JsonDocument document = JsonDocument.Parse(stream);
+            if (document.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                throw new InvalidDataException($"Vocabulary file '{path}' must hold a JSON object of piece → id.");
+            }
+
+            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (JsonProperty entry in document.RootElement.EnumerateObject())
+            {
+                if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out int id) || id < 0)
+                {
+                    throw new InvalidDataException(
+                        $"Vocabulary file '{path}': entry '{entry.Name}' must have a non-negative integer id, not {entry.Value.GetRawText()}.");
+                }
+
+                vocab[entry.Name] = id;
+            }
+
+            return vocab;
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"Vocabulary file '{path}' is not valid JSON: {e.Message}", e);
+        }
+    }
+
+    [GeneratedRegex(">>.+<<")]
+    private static partial Regex MarianLanguageCode();
+
+    /// <summary>The entries of <c>tokenizer_config.json</c> this class uses.</summary>
+    private sealed record Config(
+        string Path,
+        string TokenizerClass,
+        string Eos,
+        string Unk,
+        string? Pad,
+        string? Bos,
+        string? Sep,
+        string? Mask,
+        string? SourceLanguage,
+        string? TargetLanguage,
+        string? LanguageCodes,
+        int MadeUpWords,
+        bool CleanUpSpaces,
+        bool LegacyBehaviour,
+        bool SeparateVocabs,
+        List<string> Additional,
+        List<(int Id, string Content, bool Special)> AddedTokens)
+    {
+        public static Config Read(string path)
+        {
+            if (!File.Exists(path))
+            {
+                throw new FileNotFoundException($"Tokenizer config '{path}' was not found.", path);
+            }
+
+            try
+            {
+                using FileStream stream = File.OpenRead(path);
+                using JsonDocument document = JsonDocument.Parse(stream);
+                JsonElement root = document.RootElement;
+                if (root.ValueKind != JsonValueKind.Object)
+                {
+                    throw new InvalidDataException($"Tokenizer config '{path}' must hold a JSON object.");
+                }
+
+                var added = new List<(int, string, bool)>();
+                if (root.TryGetProperty("added_tokens_decoder", out JsonElement decoder) && decoder.ValueKind == JsonValueKind.Object)
+                {
+                    foreach (JsonProperty entry in decoder.EnumerateObject())
+                    {
+                        if (!int.TryParse(entry.Name, out int id) || Token(entry.Value) is not string content)
+                        {
+                            throw new InvalidDataException($"Tokenizer config '{path}': bad added_tokens_decoder entry '{entry.Name}'.");
+                        }
+
+                        bool special = entry.Value.TryGetProperty("special", out JsonElement s) && s.ValueKind == JsonValueKind.True;
+                        added.Add((id, content, special));
+                    }
+                }
+
+                var additional = new List<string>();
+                if (root.TryGetProperty("additional_special_tokens", out JsonElement extra) && extra.ValueKind == JsonValueKind.Array)
+                {
+                    additional.AddRange(extra.EnumerateArray().Select(Token).OfType<string>());
+                }
+
+                return new Config(
+                    path,
+                    String(root, "tokenizer_class") ?? throw new InvalidDataException($"Tokenizer config '{path}' has no tokenizer_class."),
+                    TokenOf(root, "eos_token") ?? "</s>",
+                    TokenOf(root, "unk_token") ?? "<unk>",
+                    TokenOf(root, "pad_token"),
+                    TokenOf(root, "bos_token"),
+                    TokenOf(root, "sep_token"),
+                    TokenOf(root, "mask_token"),
+                    String(root, "src_lang") ?? String(root, "source_lang"),
+                    String(root, "tgt_lang") ?? String(root, "target_lang"),
+                    String(root, "language_codes"),
+                    root.TryGetProperty("num_madeup_words", out JsonElement m) && m.TryGetInt32(out int madeUp) ? madeUp : 8,
+                    Bool(root, "clean_up_tokenization_spaces"),
+                    Bool(root, "legacy_behaviour"),
+                    Bool(root, "separate_vocabs"),
+                    additional,
+                    added);
+            }
+            catch (JsonException e)
+            {
+                throw new InvalidDataException($"Tokenizer config '{path}' is not valid JSON: {e.Message}", e);
+            }
+        }
+
+        private static string? String(JsonElement root, string name)
+            => root.TryGetProperty(name, out JsonElement value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+
+        private static bool Bool(JsonElement root, string name)
+            => root.TryGetProperty(name, out JsonElement value) && value.ValueKind == JsonValueKind.True;
+
+        private static string? TokenOf(JsonElement root, string name)
+            => root.TryGetProperty(name, out JsonElement value) ? Token(value) : null;
+
+        /// <summary>A token given as a string or as an AddedToken object with <c>content</c>.</summary>
+        private static string? Token(JsonElement value) => value.ValueKind switch
+        {
+            JsonValueKind.String => value.GetString(),
+            JsonValueKind.Object when value.TryGetProperty("content", out JsonElement c) && c.ValueKind == JsonValueKind.String => c.GetString(),
+            _ => null,
+        };
+    }
+}
