@@ -260,6 +260,18 @@ public class SentencePieceTests
     }
 
     [Fact]
+    public void Only_nllb_cleans_up_tokenization_spaces()
+    {
+        // "▁I", "▁", "." in each vocabulary: HF writes "I ." and NLLB's clean_up_tokenization turns it into "I.".
+        Assert.Equal(["▁I", "▁", "."], new[] { 66, 231, 244 }.Select(id => Load("nllb").IdToToken(id)));
+        Assert.Equal("I.", Load("nllb").Decode([66, 231, 244]));
+        Assert.Equal(["▁I", "▁", "."], new[] { 20, 8, 4 }.Select(id => Load("m2m100").IdToToken(id)));
+        Assert.Equal("I .", Load("m2m100").Decode([20, 8, 4]));
+        Assert.Equal(["▁I", "▁", "."], new[] { 50, 2, 3 }.Select(id => Load("marian").IdToToken(id)));
+        Assert.Equal("I .", Load("marian").Decode([50, 2, 3]));
+    }
+
+    [Fact]
     public void Decode_can_keep_special_tokens_and_writes_into_spans()
     {
         SentencePieceTranslationTokenizer nllb = Load("nllb");
