@@ -72,9 +72,9 @@ public static class ModelLoader
 
     /// <summary>
     /// The generation defaults of a Hugging Face folder (<c>generation_config.json</c>, else <c>config.json</c>):
-    /// <c>max_length</c> → <see cref="DecodingOptions.MaxLength"/>, <c>num_beams</c> → <see cref="DecodingOptions.BeamSize"/>,
+    /// <c>max_length</c> → <see cref="Decoding.DecodingOptions.MaxLength"/>, <c>num_beams</c> → <see cref="Decoding.DecodingOptions.BeamSize"/>,
     /// <c>decoder_start_token_id</c>, <c>forced_bos_token_id</c>, <c>forced_eos_token_id</c>, <c>bad_words_ids</c>.
-    /// Change per call with <c>with { ... }</c> (e.g. the target language as <see cref="DecodingOptions.ForcedBosTokenId"/>).
+    /// Change per call with <c>with { ... }</c> (e.g. the target language as <see cref="Decoding.DecodingOptions.ForcedBosTokenId"/>).
     /// </summary>
     /// <exception cref="FileNotFoundException">The folder has no config.json.</exception>
     /// <exception cref="CheckpointException">A value has the wrong type.</exception>
