@@ -153,6 +153,31 @@ public class HuggingFaceTests : IDisposable
     }
 
     [Fact]
+    public void BadWordsBanSingleTokensAndTokensAfterAPrefix()
+    {
+        using var model = ModelLoader.Load(Folder("marian"));
+        var c = Cases("marian")[0];
+        var source = c.GetProperty("input_ids").Ints();
+        var options = Options(c.GetProperty("generation")) with { ForcedEosTokenId = null, MaxLength = 30 };
+        var plain = Generator.Generate(model, new[] { source }, options)[0][0].Ids;
+        Assert.Equal(219, plain[0]); // the fixture's greedy path starts 219, 132, 132, 219
+
+        var banned = Generator.Generate(model, new[] { source }, options with { BadWordsIds = new[] { new[] { 219 }, new[] { 360 } } })[0][0].Ids;
+        Assert.DoesNotContain(219, banned);
+        Assert.NotEmpty(banned);
+
+        // [start, 219]: 219 is banned only as the first token.
+        var afterStart = Generator.Generate(model, new[] { source }, options with { BadWordsIds = new[] { new[] { 360, 219 } } })[0][0].Ids;
+        Assert.NotEqual(219, afterStart[0]);
+
+        // [219, 132]: 132 never follows 219.
+        var afterToken = Generator.Generate(model, new[] { source }, options with { BadWordsIds = new[] { new[] { 219, 132 } } })[0][0].Ids;
+        Assert.Equal(219, afterToken[0]);
+        Assert.DoesNotContain(afterToken.Zip(afterToken.Skip(1)), p => p == (219, 132));
+        Assert.Contains(plain.Zip(plain.Skip(1)), p => p == (219, 132));
+    }
+
+    [Fact]
     public void SpecialIdsAndArchitectureComeFromConfigJson()
     {
         using var marian = ModelLoader.Load(Folder("marian"));
