@@ -178,6 +178,23 @@ public class HuggingFaceTests : IDisposable
     }
 
     [Fact]
+    public void BeamSearchAppliesTheForcedTokens()
+    {
+        using var nllb = ModelLoader.Load(Folder("nllb"));
+        var c = Cases("nllb")[0];
+        var options = Options(c.GetProperty("generation")) with { BeamSize = 3, NBest = 3 };
+        var beams = Generator.Generate(nllb, new[] { c.GetProperty("input_ids").Ints() }, options)[0];
+        Assert.Equal(3, beams.Count);
+        Assert.All(beams, h => Assert.Equal(options.ForcedBosTokenId, h.Ids[0]));
+
+        using var marian = ModelLoader.Load(Folder("marian"));
+        var m = Cases("marian")[0];
+        var forcedEos = Options(m.GetProperty("generation")) with { BeamSize = 3, NBest = 3, MaxLength = 5 };
+        var ended = Generator.Generate(marian, new[] { m.GetProperty("input_ids").Ints() }, forcedEos)[0];
+        Assert.All(ended, h => Assert.True(h.Finished && h.Ids.Count <= 3 && !h.Ids.Contains(360)));
+    }
+
+    [Fact]
     public void SpecialIdsAndArchitectureComeFromConfigJson()
     {
         using var marian = ModelLoader.Load(Folder("marian"));
