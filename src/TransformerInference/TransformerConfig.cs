@@ -9,6 +9,15 @@ public enum BlockKind
     Parallel,
 }
 
+/// <summary>Where each sub-block's normalisation sits relative to its residual connection.</summary>
+public enum NormPlacement
+{
+    /// <summary>Pre-norm (the seed, M2M100/NLLB): <c>x + sublayer(norm(x))</c>.</summary>
+    Pre,
+    /// <summary>Post-norm (the original Transformer, Marian): <c>norm(x + sublayer(x))</c>; serial blocks only.</summary>
+    Post,
+}
+
 /// <summary>The normalisation used in every layer and in the two final norms.</summary>
 public enum NormKind
 {
@@ -29,6 +38,14 @@ public enum PositionKind
     Learned,
     /// <summary>Rotary embeddings (interleaved-pair layout) on self-attention queries and keys.</summary>
     Rotary,
+    /// <summary>Computed (not stored) sinusoids, Marian's layout: column <c>i</c> of the first half is
+    /// <c>sin(p / 10000^(2i/d_model))</c>, the second half the cosines; position <c>p</c> starts at
+    /// <see cref="TransformerConfig.PositionOffset"/>.</summary>
+    SinusoidalHalves,
+    /// <summary>Computed fairseq sinusoids (M2M100, NLLB): sines then cosines with frequencies
+    /// <c>exp(-i·ln 10000 / (d_model/2 - 1))</c>; position <c>p</c> starts at <see cref="TransformerConfig.PositionOffset"/>
+    /// (fairseq: padding id + 1) and tokens equal to <see cref="TransformerConfig.PadId"/> get a zero position vector.</summary>
+    Fairseq,
 }
 
 /// <summary>The feed-forward network of each layer.</summary>
@@ -40,6 +57,8 @@ public enum FeedForwardKind
     Gelu,
     /// <summary><c>w2(silu(w1(x)) * w3(x))</c>.</summary>
     SwiGlu,
+    /// <summary><c>linear_2(silu(linear_1(x)))</c> (Hugging Face's <c>swish</c>/<c>silu</c>, Marian).</summary>
+    Silu,
 }
 
 /// <summary>
@@ -70,12 +89,20 @@ public sealed record TransformerConfig
     public required int MaxTargetPositions { get; init; }
     /// <summary>Layer formulation.</summary>
     public BlockKind Block { get; init; } = BlockKind.Serial;
+    /// <summary>Pre-norm (default) or post-norm sub-blocks.</summary>
+    public NormPlacement NormPlacement { get; init; } = NormPlacement.Pre;
+    /// <summary>The encoder and decoder stacks end with a norm (<c>encoder.norm</c>, <c>decoder.norm</c>); default true.
+    /// False for post-norm families such as Marian.</summary>
+    public bool FinalNorms { get; init; } = true;
     /// <summary>Normalisation kind.</summary>
     public NormKind Norm { get; init; } = NormKind.Seed;
     /// <summary>Epsilon of the normalisation.</summary>
     public double NormEps { get; init; } = 1e-6;
     /// <summary>Position scheme.</summary>
     public PositionKind Positions { get; init; } = PositionKind.Sinusoidal;
+    /// <summary>Index of the first position of a sequence in computed sinusoid tables
+    /// (<see cref="PositionKind.SinusoidalHalves"/>, <see cref="PositionKind.Fairseq"/>); default 0.</summary>
+    public int PositionOffset { get; init; }
     /// <summary>Rotary base (used only with <see cref="PositionKind.Rotary"/>).</summary>
     public double RopeTheta { get; init; } = 10000.0;
     /// <summary>Feed-forward kind.</summary>
@@ -86,9 +113,12 @@ public sealed record TransformerConfig
     public bool AttentionBias { get; init; }
     /// <summary>Token embeddings are multiplied by sqrt(d_model).</summary>
     public bool EmbeddingScale { get; init; } = true;
+    /// <summary>The encoder reads the target embedding table (one table, <c>tgt_embed</c>); needs equal vocabularies.</summary>
+    public bool SharedEmbeddings { get; init; }
     /// <summary>Logits use the target embedding matrix (no projection weights).</summary>
     public bool TieOutputProjection { get; init; }
-    /// <summary>The output projection has a bias.</summary>
+    /// <summary>The output projection has a bias (with a tied projection: a separate logits bias, as Marian's
+    /// <c>final_logits_bias</c>).</summary>
     public bool ProjectionBias { get; init; } = true;
     /// <summary>The projection layer returns log-probabilities (log-softmax) rather than raw logits.</summary>
     public bool OutputLogSoftmax { get; init; }
@@ -130,11 +160,17 @@ public sealed record TransformerConfig
             throw new ArgumentException($"The key/value head count {EffectiveKvHeads} does not divide the head count {Heads}.", nameof(KvHeads));
         if (Positions == PositionKind.Rotary && HeadDim % 2 != 0)
             throw new ArgumentException($"Rotary positions need an even head width, got {HeadDim}.", nameof(Positions));
-        if (Positions == PositionKind.Sinusoidal && DModel % 2 != 0)
+        if ((Positions is PositionKind.Sinusoidal or PositionKind.SinusoidalHalves) && DModel % 2 != 0)
             throw new ArgumentException($"Sinusoidal positions need an even d_model, got {DModel}.", nameof(Positions));
         if (!(NormEps >= 0)) throw new ArgumentException($"NormEps must be non-negative, got {NormEps}.", nameof(NormEps));
-        if (TieOutputProjection && ProjectionBias)
-            throw new ArgumentException("A tied output projection has no bias.", nameof(ProjectionBias));
+        if (Positions == PositionKind.Fairseq && (DModel % 2 != 0 || DModel < 4))
+            throw new ArgumentException($"Fairseq positions need an even d_model of at least 4, got {DModel}.", nameof(Positions));
+        if (PositionOffset < 0)
+            throw new ArgumentException($"PositionOffset must not be negative, got {PositionOffset}.", nameof(PositionOffset));
+        if (NormPlacement == NormPlacement.Post && Block != BlockKind.Serial)
+            throw new ArgumentException("Post-norm needs serial blocks.", nameof(NormPlacement));
+        if (SharedEmbeddings && SourceVocabSize != TargetVocabSize)
+            throw new ArgumentException($"Shared embeddings need equal vocabularies, got {SourceVocabSize} source and {TargetVocabSize} target.", nameof(SharedEmbeddings));
         foreach (var (id, name) in new[] { (UnkId, nameof(UnkId)), (PadId, nameof(PadId)), (SosId, nameof(SosId)), (EosId, nameof(EosId)) })
         {
             if (id < 0 || id >= TargetVocabSize || id >= SourceVocabSize)

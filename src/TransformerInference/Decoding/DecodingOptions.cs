@@ -7,6 +7,28 @@ public sealed record DecodingOptions
     /// target positions allow.</summary>
     public int? MaxNewTokens { get; init; }
 
+    /// <summary>Hugging Face's <c>max_length</c>: the longest target sequence counting the decoder start token, so at
+    /// most <c>MaxLength - 1</c> tokens are generated. Used when <see cref="MaxNewTokens"/> is null; a value beyond the
+    /// model's target positions is reduced to them. Null: no such limit.</summary>
+    public int? MaxLength { get; init; }
+
+    /// <summary>Token fed first to the decoder (Hugging Face's <c>decoder_start_token_id</c>). Null: the model's
+    /// <see cref="ISeq2SeqModel.SosId"/>.</summary>
+    public int? DecoderStartTokenId { get; init; }
+
+    /// <summary>Token forced as the first generated one (Hugging Face's <c>forced_bos_token_id</c>; the target
+    /// language of M2M100 and NLLB). Null: none.</summary>
+    public int? ForcedBosTokenId { get; init; }
+
+    /// <summary>Token forced as the last one the length limit allows (Hugging Face's <c>forced_eos_token_id</c>, at
+    /// <c>max_length - 1</c>). Null: none.</summary>
+    public int? ForcedEosTokenId { get; init; }
+
+    /// <summary>Token sequences never generated (Hugging Face's <c>bad_words_ids</c>): a one-token entry bans that
+    /// token everywhere; a longer one bans its last token after the others (the decoder start token counts as
+    /// generated text). Null: none.</summary>
+    public IReadOnlyList<IReadOnlyList<int>>? BadWordsIds { get; init; }
+
     /// <summary><c>[EOS]</c> is forbidden before this many tokens were generated.</summary>
     public int MinNewTokens { get; init; }
 
@@ -60,6 +82,13 @@ public sealed record DecodingOptions
             if (!ok) throw new ArgumentException($"{name} {rule}, got {value}.", name);
         }
         Check(MaxNewTokens is null or > 0, nameof(MaxNewTokens), MaxNewTokens!, "must be positive");
+        Check(MaxLength is null or > 1, nameof(MaxLength), MaxLength!, "must be at least 2 (the start token and one more)");
+        Check(DecoderStartTokenId is null or >= 0, nameof(DecoderStartTokenId), DecoderStartTokenId!, "must not be negative");
+        Check(ForcedBosTokenId is null or >= 0, nameof(ForcedBosTokenId), ForcedBosTokenId!, "must not be negative");
+        Check(ForcedEosTokenId is null or >= 0, nameof(ForcedEosTokenId), ForcedEosTokenId!, "must not be negative");
+        Check(BadWordsIds is null || BadWordsIds.All(b => b is { Count: > 0 } && b.All(t => t >= 0)), nameof(BadWordsIds),
+            "[" + string.Join(", ", (BadWordsIds ?? Array.Empty<IReadOnlyList<int>>()).Select(b => "[" + string.Join(", ", b ?? Array.Empty<int>()) + "]")) + "]",
+            "must hold non-empty lists of non-negative ids");
         Check(MinNewTokens >= 0, nameof(MinNewTokens), MinNewTokens, "must not be negative");
         Check(BeamSize >= 1, nameof(BeamSize), BeamSize, "must be at least 1");
         Check(NBest >= 1 && NBest <= BeamSize, nameof(NBest), NBest, $"must be within 1..BeamSize ({BeamSize})");

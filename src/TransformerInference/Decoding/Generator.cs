@@ -23,7 +23,15 @@ public static class Generator
         DecodingOptions? options = null, Action<int, int>? onToken = null, CancellationToken cancellationToken = default)
     {
         options = (options ?? new DecodingOptions()).Validate();
-        var maxNew = options.MaxNewTokens ?? model.MaxTargetLength - 1;
+        var maxNew = options.MaxNewTokens ?? (options.MaxLength is { } maxLength
+            ? Math.Min(maxLength - 1, model.MaxTargetLength)
+            : model.MaxTargetLength - 1);
+        foreach (var (id, name) in new[] { (options.DecoderStartTokenId, nameof(options.DecoderStartTokenId)),
+                     (options.ForcedBosTokenId, nameof(options.ForcedBosTokenId)), (options.ForcedEosTokenId, nameof(options.ForcedEosTokenId)) })
+        {
+            if (id >= model.TargetVocabSize)
+                throw new ArgumentException($"{name} {id} is outside the target vocabulary ({model.TargetVocabSize}).", nameof(options));
+        }
         if (maxNew > model.MaxTargetLength)
             throw new ArgumentException($"MaxNewTokens {maxNew} exceeds the model's {model.MaxTargetLength} target positions.", nameof(options));
         foreach (var s in sources)
@@ -37,6 +45,9 @@ public static class Generator
         if (options.BeamSize > 1) return BeamSearch.Run(model, sources, maxNew, options, cancellationToken);
         return SampleOrGreedy(model, sources, maxNew, options, onToken, cancellationToken);
     }
+
+    /// <summary>The first decoder input: <see cref="DecodingOptions.DecoderStartTokenId"/> or the model's start id.</summary>
+    internal static int StartId(ISeq2SeqModel model, DecodingOptions o) => o.DecoderStartTokenId ?? model.SosId;
 
     /// <summary>A right-padded int64 batch <c>[B, S]</c> on the model's device.</summary>
     internal static Tensor Batch(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources)
@@ -62,7 +73,8 @@ public static class Generator
         var logProbSums = new double[count];
         var finished = new bool[count];
         var live = Enumerable.Range(0, count).ToArray(); // input index of each cache row
-        var feed = Enumerable.Repeat((long)model.SosId, count).ToArray();
+        var start = StartId(model, o);
+        var feed = Enumerable.Repeat((long)start, count).ToArray();
         var sampler = o.Sample ? new Sampler(o, sources) : null;
         var processing = LogitsProcessing.IsActive(o);
         for (var step = 0; step < maxNew && live.Length > 0; step++)
@@ -77,7 +89,7 @@ public static class Generator
             {
                 // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
                 scores = logits.clone();
-                LogitsProcessing.Apply(scores, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step, model.EosId, o);
+                LogitsProcessing.Apply(scores, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step, maxNew, model.EosId, start, o);
             }
             long[] next;
             float[] chosen;

@@ -43,7 +43,7 @@ internal static class FolderConfig
 
         var modelType = Str("model_type");
         if (modelType != "seed_transformer")
-            throw new CheckpointException($"Unsupported model_type \"{modelType}\" (supported: seed_transformer)", path);
+            throw new CheckpointException($"Unsupported model_type \"{modelType}\" (supported: seed_transformer, marian, m2m_100)", path);
         var maxPositions = Int("max_positions");
         var config = new TransformerConfig
         {
@@ -62,7 +62,7 @@ internal static class FolderConfig
             NormEps = Num("norm_eps"),
             Positions = Enum("positions", ("sinusoidal", PositionKind.Sinusoidal), ("learned", PositionKind.Learned), ("rotary", PositionKind.Rotary)),
             RopeTheta = Num("rope_theta"),
-            FeedForward = Enum("ffn", ("relu", FeedForwardKind.Relu), ("gelu", FeedForwardKind.Gelu), ("swiglu", FeedForwardKind.SwiGlu)),
+            FeedForward = Enum("ffn", ("relu", FeedForwardKind.Relu), ("gelu", FeedForwardKind.Gelu), ("swiglu", FeedForwardKind.SwiGlu), ("silu", FeedForwardKind.Silu)),
             FeedForwardBias = Bool("ffn_bias"),
             EmbeddingScale = Bool("embedding_scale"),
             TieOutputProjection = Bool("tie_output_projection"),

@@ -9,7 +9,7 @@ namespace TransformerInference.Loading;
 
 /// <summary>
 /// Builds a <see cref="TransformerModel"/> from files: seed checkpoints (<c>torch.save</c> files in either naming
-/// scheme) and model folders (<c>config.json</c> + <c>model.safetensors</c>).
+/// scheme), model folders (<c>config.json</c> + <c>model.safetensors</c>) and Hugging Face Marian / M2M100 / NLLB folders.
 /// </summary>
 public static class ModelLoader
 {
@@ -44,14 +44,17 @@ public static class ModelLoader
         }
     }
 
-    /// <summary>Loads a folder holding <c>config.json</c> (schema <c>seed_transformer</c>, see the README) and
-    /// <c>model.safetensors</c>.</summary>
+    /// <summary>Loads a folder holding <c>config.json</c> and its weights: our schema (<c>model_type</c>
+    /// <c>seed_transformer</c>, see the README) with <c>model.safetensors</c>, or a Hugging Face Marian, M2M100 or NLLB
+    /// folder (<c>model_type</c> <c>marian</c> or <c>m2m_100</c>) with <c>model.safetensors</c> or, without it,
+    /// <c>pytorch_model.bin</c>. Generation rules of a Hugging Face folder: <see cref="LoadGenerationDefaults"/>.</summary>
     /// <exception cref="FileNotFoundException">A file is missing.</exception>
     /// <exception cref="CheckpointException">The config or weights cannot be used.</exception>
     public static TransformerModel LoadFolder(string folder, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
         var configPath = Path.Combine(folder, "config.json");
+        if (HuggingFaceFolder.IsHuggingFace(configPath, out var hfRoot)) return LoadHuggingFace(folder, hfRoot, options);
         var weightsPath = Path.Combine(folder, "model.safetensors");
         var config = FolderConfig.Read(configPath);
         if (!File.Exists(weightsPath)) throw new FileNotFoundException($"The model folder has no model.safetensors: '{weightsPath}'.", weightsPath);
@@ -68,6 +71,46 @@ public static class ModelLoader
     }
 
     /// <summary>
+    /// The generation defaults of a Hugging Face folder (<c>generation_config.json</c>, else <c>config.json</c>):
+    /// <c>max_length</c> → <see cref="Decoding.DecodingOptions.MaxLength"/>, <c>num_beams</c> → <see cref="Decoding.DecodingOptions.BeamSize"/>,
+    /// <c>decoder_start_token_id</c>, <c>forced_bos_token_id</c>, <c>forced_eos_token_id</c>, <c>bad_words_ids</c>.
+    /// Change per call with <c>with { ... }</c> (e.g. the target language as <see cref="Decoding.DecodingOptions.ForcedBosTokenId"/>).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The folder has no config.json.</exception>
+    /// <exception cref="CheckpointException">A value has the wrong type.</exception>
+    public static Decoding.DecodingOptions LoadGenerationDefaults(string folder) => HuggingFaceFolder.ReadGenerationDefaults(folder);
+
+    private static TransformerModel LoadHuggingFace(string folder, JsonElement root, ModelLoadOptions options)
+    {
+        var configPath = Path.Combine(folder, "config.json");
+        var config = HuggingFaceFolder.ReadConfig(root, configPath);
+        var safetensorsPath = Path.Combine(folder, "model.safetensors");
+        var binPath = Path.Combine(folder, "pytorch_model.bin");
+        string weightsPath;
+        Dictionary<string, Tensor> tensors;
+        if (File.Exists(safetensorsPath))
+        {
+            weightsPath = safetensorsPath;
+            try
+            {
+                tensors = Safetensors.LoadStateDict(weightsPath);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                throw new CheckpointException($"Cannot read safetensors weights: {e.Message}", weightsPath, inner: e);
+            }
+        }
+        else if (File.Exists(binPath))
+        {
+            weightsPath = binPath;
+            tensors = ReadTorchSave(binPath);
+        }
+        else throw new FileNotFoundException($"The model folder has neither model.safetensors nor pytorch_model.bin: '{folder}'.", safetensorsPath);
+        var (renamed, nameInFile) = HuggingFaceFolder.Rename(config, tensors, weightsPath);
+        return Build(config, renamed, weightsPath, options, nameInFile);
+    }
+
+    /// <summary>
     /// Builds a model from tensors already in our canonical naming (the names of the variant folders' safetensors,
     /// see the README) — for weights produced in code or converted elsewhere. The tensors are consumed: the model
     /// owns those it uses and the rest are disposed.
@@ -77,9 +120,10 @@ public static class ModelLoader
         ModelLoadOptions? options = null, string source = "state dict") =>
         Build(config.Validate(), new Dictionary<string, Tensor>(tensors, StringComparer.Ordinal), source, options ?? new ModelLoadOptions());
 
-    private static TransformerModel Build(TransformerConfig config, Dictionary<string, Tensor> tensors, string source, ModelLoadOptions options)
+    private static TransformerModel Build(TransformerConfig config, Dictionary<string, Tensor> tensors, string source, ModelLoadOptions options,
+        Func<string, string>? nameInFile = null)
     {
-        using var weights = new WeightSet(tensors, source, options.Device ?? CPU, options.DType);
+        using var weights = new WeightSet(tensors, source, options.Device ?? CPU, options.DType) { NameInFile = nameInFile ?? (n => n) };
         using var _ = no_grad();
         return new TransformerModel(config, weights, options.FuseParallel);
     }

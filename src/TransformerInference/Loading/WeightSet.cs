@@ -27,18 +27,21 @@ internal sealed class WeightSet : IDisposable
     public Device Device { get; }
     public ScalarType DType { get; }
 
+    /// <summary>The name a canonical tensor has in the file, for messages (Hugging Face folders are renamed on load).</summary>
+    public Func<string, string> NameInFile { get; init; } = name => name;
+
     public bool Contains(string name) => _tensors.ContainsKey(name);
 
     /// <summary>Takes a tensor with the given shape, converted to the target device and dtype; the caller owns it.</summary>
     public Tensor Take(string name, params long[] shape)
     {
         if (!_tensors.TryGetValue(name, out var t))
-            throw new CheckpointException("A tensor the model needs is missing", Source, name);
+            throw new CheckpointException("A tensor the model needs is missing", Source, NameInFile(name));
         if (!t.shape.SequenceEqual(shape))
             throw new CheckpointException(
-                $"Tensor has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", shape)}]", Source, name);
+                $"Tensor has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", shape)}]", Source, NameInFile(name));
         if (!t.is_floating_point())
-            throw new CheckpointException($"Tensor has dtype {t.dtype}, expected a floating-point type", Source, name);
+            throw new CheckpointException($"Tensor has dtype {t.dtype}, expected a floating-point type", Source, NameInFile(name));
         _taken.Add(name);
         var converted = t.to(DType, Device).DetachFromDisposeScope();
         if (!ReferenceEquals(converted, t) && converted.Handle != t.Handle)

@@ -6,25 +6,59 @@ namespace TransformerInference.Modeling;
 /// <summary>Token embeddings (optionally scaled by sqrt(d_model)) plus the additive position table, if any.</summary>
 internal sealed class Embeddings : IDisposable
 {
-    private readonly Tensor? _positions; // [max_positions, d_model], absent for rotary
+    private readonly Tensor? _positions; // [offset + max_positions, d_model], absent for rotary
     private readonly double _scale;
+    private readonly long _offset;
+    private readonly long _zeroPositionId = -1; // fairseq: tokens with this id get no position vector
 
     public Embeddings(WeightSet w, string side, int vocab, int maxPositions, TransformerConfig c)
+        : this(w, w.Take(side + "_embed.embedding.weight", vocab, c.DModel), side, maxPositions, c)
     {
-        Table = w.Take(side + "_embed.embedding.weight", vocab, c.DModel);
+    }
+
+    /// <summary>Embeddings over a table taken elsewhere (shared source/target embeddings); owns <paramref name="table"/>.</summary>
+    public Embeddings(WeightSet w, Tensor table, string side, int maxPositions, TransformerConfig c)
+    {
+        Table = table;
         _scale = c.EmbeddingScale ? Math.Sqrt(c.DModel) : 1.0;
         _positions = c.Positions switch
         {
             PositionKind.Sinusoidal => SqueezeTable(w, w.Take(side + "_pos.pe", 1, maxPositions, c.DModel)),
             PositionKind.Learned => w.Take(side + "_pos.embedding.weight", maxPositions, c.DModel),
+            PositionKind.SinusoidalHalves or PositionKind.Fairseq => w.Made(Computed(c.Positions, c.PositionOffset + maxPositions, c.DModel, w)),
             _ => null,
         };
+        if (c.Positions is PositionKind.SinusoidalHalves or PositionKind.Fairseq) _offset = c.PositionOffset;
+        if (c.Positions == PositionKind.Fairseq) _zeroPositionId = c.PadId;
     }
 
     /// <summary>The stored table is [1, positions, d_model]; keep the [positions, d_model] view only.</summary>
     private static Tensor SqueezeTable(WeightSet w, Tensor pe)
     {
         using (pe) return w.Made(pe.squeeze(0));
+    }
+
+    /// <summary>Sine half then cosine half, rows 0..rows-1. Marian computes in float64 (numpy) and casts; fairseq in
+    /// float32 (torch): each is reproduced in its own precision.</summary>
+    private static Tensor Computed(PositionKind kind, int rows, int dModel, WeightSet w)
+    {
+        using var scope = NewDisposeScope();
+        var half = dModel / 2;
+        Tensor angles;
+        if (kind == PositionKind.SinusoidalHalves)
+        {
+            var i = arange(half, ScalarType.Float64);
+            var frequency = pow(10000.0, i * (2.0 / dModel)).reciprocal();
+            angles = arange(rows, ScalarType.Float64).unsqueeze(1) * frequency.unsqueeze(0);
+        }
+        else
+        {
+            var step = Math.Log(10000.0) / (half - 1);
+            var frequency = exp(arange(half, ScalarType.Float32) * (float)-step);
+            angles = arange(rows, ScalarType.Float32).unsqueeze(1) * frequency.unsqueeze(0);
+        }
+        var table = cat(new[] { sin(angles), cos(angles) }, 1).to(ScalarType.Float32).to(w.DType, w.Device);
+        return table.MoveToOuterDisposeScope();
     }
 
     /// <summary>The token embedding matrix [vocab, d_model] (also the tied output projection).</summary>
@@ -35,7 +69,10 @@ internal sealed class Embeddings : IDisposable
     {
         var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
         if (_scale != 1.0) x = x * _scale;
-        return _positions is null ? x : x + _positions.narrow(0, offset, ids.shape[1]);
+        if (_positions is null) return x;
+        var positions = _positions.narrow(0, _offset + offset, ids.shape[1]);
+        if (_zeroPositionId < 0) return x + positions;
+        return x + positions * ids.ne(_zeroPositionId).unsqueeze(-1).to(x.dtype);
     }
 
     public void Dispose()

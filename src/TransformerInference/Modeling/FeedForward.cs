@@ -56,6 +56,7 @@ internal sealed class FeedForward : IDisposable
         {
             case FeedForwardKind.Relu: return F.relu(pre);
             case FeedForwardKind.Gelu: return F.gelu(pre); // exact erf form, as the reference
+            case FeedForwardKind.Silu: return F.silu(pre);
             default:
                 var halves = pre.chunk(2, -1);
                 return F.silu(halves[0]) * halves[1];

@@ -8,11 +8,13 @@ namespace TransformerInference.Modeling;
 /// <summary>
 /// One encoder or decoder layer, serial or parallel.
 /// Serial (the seed): <c>x += SA(N0(x))</c>; decoder <c>x += CA(N1(x), m)</c>; <c>x += FFN(N_last(x))</c>.
+/// Serial post-norm (Marian): <c>x = N0(x + SA(x))</c>; decoder <c>x = N1(x + CA(x, m))</c>; <c>x = N_last(x + FFN(x))</c>.
 /// Parallel: <c>n = N(x); x += SA(n) + FFN(n)</c>; decoder <c>x += CA(N_c(x), m)</c>.
 /// </summary>
 internal sealed class TransformerLayer : IDisposable
 {
     private readonly BlockKind _block;
+    private readonly bool _postNorm;
     private readonly Norm _selfNorm;
     private readonly Norm? _crossNorm;
     private readonly Norm? _ffnNorm; // serial only
@@ -24,6 +26,7 @@ internal sealed class TransformerLayer : IDisposable
     public TransformerLayer(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads, bool decoder, bool fuseParallel)
     {
         _block = c.Block;
+        _postNorm = c.NormPlacement == NormPlacement.Post;
         if (_block == BlockKind.Serial)
         {
             _selfNorm = new Norm(w, prefix + ".residual_connections.0.norm", c);
@@ -51,6 +54,12 @@ internal sealed class TransformerLayer : IDisposable
     public Tensor Forward(Tensor x, Tensor? selfMask, long offset, KvCache? cache, int layer,
         (Tensor Keys, Tensor Values, Tensor Mask)? cross)
     {
+        if (_postNorm)
+        {
+            x = _selfNorm.Forward(x + _selfAttention!.Forward(x, selfMask, offset, cache, layer));
+            if (cross is { } c0) x = _crossNorm!.Forward(x + _crossAttention!.Forward(x, c0.Keys, c0.Values, c0.Mask));
+            return _ffnNorm!.Forward(x + _feedForward!.Forward(x));
+        }
         if (_block == BlockKind.Serial)
         {
             x = x + _selfAttention!.Forward(_selfNorm.Forward(x), selfMask, offset, cache, layer);

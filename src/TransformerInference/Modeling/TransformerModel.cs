@@ -15,7 +15,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
 {
     private readonly Embeddings _sourceEmbeddings = null!, _targetEmbeddings = null!;
     private readonly TransformerLayer[] _encoderLayers, _decoderLayers;
-    private readonly Norm _encoderNorm = null!, _decoderNorm = null!;
+    private readonly Norm? _encoderNorm, _decoderNorm; // absent without final norms
     private readonly Tensor _projection = null!; // [tgt_vocab, d_model], the target embedding when tied
     private readonly Tensor? _projectionBias;
     private readonly Rotary? _rotary;
@@ -34,14 +34,19 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
             if (c.Positions == PositionKind.Rotary)
                 _rotary = new Rotary(Math.Max(c.MaxSourcePositions, c.MaxTargetPositions), c.HeadDim, c.RopeTheta, w.Device, w.DType);
             var heads = new AttentionHeads(c, _rotary);
-            _sourceEmbeddings = new Embeddings(w, "src", c.SourceVocabSize, c.MaxSourcePositions, c);
             _targetEmbeddings = new Embeddings(w, "tgt", c.TargetVocabSize, c.MaxTargetPositions, c);
+            _sourceEmbeddings = c.SharedEmbeddings
+                ? new Embeddings(w, w.Made(_targetEmbeddings.Table.alias()), "src", c.MaxSourcePositions, c)
+                : new Embeddings(w, "src", c.SourceVocabSize, c.MaxSourcePositions, c);
             for (var i = 0; i < c.EncoderLayers; i++)
                 _encoderLayers[i] = new TransformerLayer(w, $"encoder.layers.{i}", c, heads, decoder: false, fuseParallel);
             for (var i = 0; i < c.DecoderLayers; i++)
                 _decoderLayers[i] = new TransformerLayer(w, $"decoder.layers.{i}", c, heads, decoder: true, fuseParallel);
-            _encoderNorm = new Norm(w, "encoder.norm", c);
-            _decoderNorm = new Norm(w, "decoder.norm", c);
+            if (c.FinalNorms)
+            {
+                _encoderNorm = new Norm(w, "encoder.norm", c);
+                _decoderNorm = new Norm(w, "decoder.norm", c);
+            }
             _projection = c.TieOutputProjection
                 ? w.Made(_targetEmbeddings.Table.alias())
                 : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel);
@@ -76,13 +81,13 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// <inheritdoc />
     public int MaxTargetLength => Config.MaxTargetPositions;
 
-    /// <summary>Encoder: ids <c>[B,S]</c> and source mask <c>[B,1,1,S]</c> → memory <c>[B,S,d_model]</c> (after the final norm).</summary>
+    /// <summary>Encoder: ids <c>[B,S]</c> and source mask <c>[B,1,1,S]</c> → memory <c>[B,S,d_model]</c> (after the final norm, if any).</summary>
     public Tensor Encode(Tensor source, Tensor sourceMask)
     {
         CheckIds(source, Config.SourceVocabSize, MaxSourceLength, "source");
         var x = _sourceEmbeddings.Forward(source, 0);
         foreach (var layer in _encoderLayers) x = layer.Forward(x, sourceMask, 0, null, 0, null);
-        return _encoderNorm.Forward(x);
+        return _encoderNorm?.Forward(x) ?? x;
     }
 
     /// <summary>Decoder over a whole target prefix without a cache (the reference path): memory, source mask,
@@ -96,7 +101,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
             var (k, v) = _decoderLayers[i].CrossAttention!.ProjectMemory(memory);
             x = _decoderLayers[i].Forward(x, targetMask, 0, null, i, (k, v, sourceMask));
         }
-        return _decoderNorm.Forward(x);
+        return _decoderNorm?.Forward(x) ?? x;
     }
 
     /// <summary>Output projection: hidden states → scores over the target vocabulary (log-probabilities when the
@@ -149,7 +154,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
             x = _decoderLayers[i].Forward(x, mask, offset, cache, i, (k, v, cache.SourceMask));
         }
         cache.Advance(count);
-        return _decoderNorm.Forward(x);
+        return _decoderNorm?.Forward(x) ?? x;
     }
 
     /// <inheritdoc />
