@@ -23,12 +23,15 @@ public sealed class Translator : IDisposable
 {
     private readonly Tokenizer _source, _target;
     private readonly TranslatorOptions _options;
+    private readonly SentencePieceTranslationTokenizer? _pieces; // Hugging Face families frame their own input
+    private readonly DecodingOptions _decoding;
     private readonly int _sourceSos, _sourceEos;
     private readonly bool _ownsModel;
     private readonly SemaphoreSlim _gate = new(1, 1); // one search at a time on the model; async-waitable for streams
     private bool _disposed;
 
-    private Translator(TransformerModel model, Tokenizer source, Tokenizer target, TranslatorOptions options, bool ownsModel)
+    private Translator(TransformerModel model, Tokenizer source, Tokenizer target, TranslatorOptions options, bool ownsModel,
+        DecodingOptions? familyDefaults = null)
     {
         Model = model;
         _source = source;
@@ -37,8 +40,14 @@ public sealed class Translator : IDisposable
         _ownsModel = ownsModel;
         if (options.MaxBatchSize < 1) throw new ArgumentException($"MaxBatchSize must be positive, got {options.MaxBatchSize}.", nameof(options));
         if (options.MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {options.MaxBatchTokens}.", nameof(options));
-        options.Decoding.Validate();
         if (options.Threads is { } threads) torch.set_num_threads(threads);
+        _pieces = source as SentencePieceTranslationTokenizer;
+        _decoding = (options.Decoding ?? familyDefaults ?? new DecodingOptions()).Validate();
+        if (_pieces is not null && (options.TargetLanguage ?? _pieces.TargetLanguage) is { } language
+            && _pieces.Family != TranslationTokenizerFamily.Marian)
+            _decoding = _decoding with { ForcedBosTokenId = _pieces.LanguageId(language) };
+        if (_pieces is not null && options.SourceLanguage is { } sourceLanguage) _pieces.LanguageId(sourceLanguage); // fail early on an unknown code
+        if (_pieces is not null) return;
         int SourceSpecial(string token, int fallback) => source is WordLevelTokenizer w
             ? w.TokenToId(token) ?? throw new InvalidDataException($"The source tokenizer has no {token} token.")
             : fallback;
@@ -79,11 +88,36 @@ public sealed class Translator : IDisposable
         }
     }
 
-    /// <summary>Loads like <see cref="Load"/> on a worker thread (reading and converting the weights takes a while
+    /// <summary>Loads like <see cref="Load(string, string, string, TranslatorOptions?)"/> on a worker thread (reading and converting the weights takes a while
     /// for large models).</summary>
     public static Task<Translator> LoadAsync(string modelPath, string sourceTokenizerPath, string targetTokenizerPath,
         TranslatorOptions? options = null, CancellationToken cancellationToken = default) =>
         Task.Run(() => Load(modelPath, sourceTokenizerPath, targetTokenizerPath, options), cancellationToken);
+
+    /// <summary>
+    /// Loads a Hugging Face translation folder — Marian (<c>opus-mt-*</c>), M2M100 or NLLB: <c>config.json</c>, the
+    /// weights, <c>generation_config.json</c> (the default search: Marian's is beam 4) and the SentencePiece
+    /// tokenizer files, all from <paramref name="folder"/>. Set the languages of multilingual models in
+    /// <paramref name="options"/>.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">A file is missing.</exception>
+    /// <exception cref="CheckpointException">The weights or config cannot be used.</exception>
+    /// <exception cref="ArgumentException">A language the tokenizer does not know.</exception>
+    public static Translator Load(string folder, TranslatorOptions? options = null)
+    {
+        options ??= new TranslatorOptions();
+        var tokenizer = SentencePieceTranslationTokenizer.Create(folder);
+        var model = ModelLoader.LoadFolder(folder, options.ToLoadOptions(new SpecialTokenIds()));
+        try
+        {
+            return new Translator(model, tokenizer, tokenizer, options, ownsModel: true, ModelLoader.LoadGenerationDefaults(folder));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>Builds a translator from parts. The model is not disposed with the translator.</summary>
     public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null) =>
@@ -110,7 +144,7 @@ public sealed class Translator : IDisposable
             foreach (var batch in Batches(sources))
             {
                 var results = Generator.Generate(Model, batch.Select(i => (IReadOnlyList<int>)sources[i]!).ToArray(),
-                    decoding ?? _options.Decoding, cancellationToken: cancellationToken);
+                    WithFamilyRules(decoding), cancellationToken: cancellationToken);
                 for (var j = 0; j < batch.Count; j++) hypotheses[batch[j]] = results[j];
             }
         }
@@ -139,7 +173,7 @@ public sealed class Translator : IDisposable
     {
         var source = Frame(text);
         if (source is null) yield break;
-        var options = decoding ?? _options.Decoding;
+        var options = WithFamilyRules(decoding);
         var channel = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         // Tensors and dispose scopes are per thread: the whole search runs on one worker thread.
@@ -182,10 +216,33 @@ public sealed class Translator : IDisposable
         }
     }
 
-    /// <summary>Encoder input <c>[SOS] ids [EOS]</c>, or null for a text without tokens.</summary>
+    /// <summary>A call's options, or the translator's; the family's rules (start token, forced first and last
+    /// tokens such as the target language, banned tokens) fill in what a call leaves unset.</summary>
+    private DecodingOptions WithFamilyRules(DecodingOptions? decoding) => decoding is null ? _decoding : decoding with
+    {
+        DecoderStartTokenId = decoding.DecoderStartTokenId ?? _decoding.DecoderStartTokenId,
+        ForcedBosTokenId = decoding.ForcedBosTokenId ?? _decoding.ForcedBosTokenId,
+        ForcedEosTokenId = decoding.ForcedEosTokenId ?? _decoding.ForcedEosTokenId,
+        BadWordsIds = decoding.BadWordsIds ?? _decoding.BadWordsIds,
+    };
+
+    /// <summary>Encoder input (<c>[SOS] ids [EOS]</c> for seed models, the family's own framing for Hugging Face
+    /// ones), or null for a text without tokens.</summary>
     private int[]? Frame(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
+        if (_pieces is not null)
+        {
+            if (string.IsNullOrWhiteSpace(text)) return null;
+            var encoded = _pieces.EncodeSource(text, _options.SourceLanguage).ToArray();
+            if (encoded.Length <= Model.MaxSourceLength) return encoded;
+            if (!_options.Truncate)
+                throw new ArgumentException(
+                    $"The input has {encoded.Length} tokens; the model accepts at most {Model.MaxSourceLength}. Input starts: \"{Preview(text)}\".",
+                    nameof(text));
+            // Keep the closing </s>.
+            return encoded[..(Model.MaxSourceLength - 1)].Append(encoded[^1]).ToArray();
+        }
         var ids = _source.EncodeToIds(text);
         if (ids.Count == 0) return null;
         var room = Model.MaxSourceLength - 2;

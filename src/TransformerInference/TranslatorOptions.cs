@@ -28,8 +28,17 @@ public sealed record TranslatorOptions
     /// <summary>CPU threads for LibTorch (process-wide); null leaves LibTorch's default.</summary>
     public int? Threads { get; init; }
 
-    /// <summary>Search options used when a call passes none (default greedy up to the model's length limit).</summary>
-    public Decoding.DecodingOptions Decoding { get; init; } = new();
+    /// <summary>Search options used when a call passes none. Null: the family's defaults — greedy up to the model's
+    /// length limit for seed models, the folder's <c>generation_config.json</c> for Hugging Face folders.</summary>
+    public Decoding.DecodingOptions? Decoding { get; init; }
+
+    /// <summary>Source language of multilingual Hugging Face models (M2M100 <c>en</c>, NLLB <c>eng_Latn</c>);
+    /// null: the tokenizer's default.</summary>
+    public string? SourceLanguage { get; init; }
+
+    /// <summary>Target language of multilingual Hugging Face models (M2M100 <c>ne</c>, NLLB <c>npi_Deva</c>), forced
+    /// as the first generated token; null: the tokenizer's default.</summary>
+    public string? TargetLanguage { get; init; }
 
     internal ModelLoadOptions ToLoadOptions(SpecialTokenIds ids) =>
         new() { Device = Device, DType = DType, Heads = Heads, SpecialIds = ids };
