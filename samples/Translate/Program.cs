@@ -32,13 +32,18 @@ catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundExcepti
 
 static async Task<int> RunText(CommandLine cli)
 {
-    using var translator = Translator.Load(cli.ModelPath, cli.SourceTokenizer, cli.TargetTokenizer, new TranslatorOptions
+    var options = new TranslatorOptions
     {
         Device = cli.Device,
         Heads = cli.Heads,
         MaxBatchSize = cli.BatchSize,
-        Decoding = cli.Decoding,
-    });
+        Decoding = cli.DecodingGiven ? cli.Decoding : null, // null: the model family's defaults
+        SourceLanguage = cli.SourceLanguage,
+        TargetLanguage = cli.TargetLanguage,
+    };
+    using var translator = cli.SourceTokenizer.Length == 0
+        ? Translator.Load(cli.ModelPath, options) // a Hugging Face folder carries its tokenizer
+        : Translator.Load(cli.ModelPath, cli.SourceTokenizer, cli.TargetTokenizer, options);
     foreach (var batch in Inputs(cli).Chunk(cli.BatchSize))
     {
         if (cli.Stream)
@@ -175,6 +180,8 @@ sealed class CommandLine
           --model FOLDER           model folder (config.json + model.safetensors)
           --src-tokenizer F        source tokenizer.json (Hugging Face WordLevel)
           --tgt-tokenizer F        target tokenizer.json
+                                   (a Hugging Face Marian / M2M100 / NLLB folder given to --model needs neither)
+          --src-lang L  --tgt-lang L   languages of multilingual models (M2M100: en, ne; NLLB: eng_Latn, npi_Deva)
           --heads N                attention heads of a seed checkpoint (default: h of model_args.json beside it, else 8)
           --device cpu|cuda        (default cpu; cuda needs the build property TorchBackend=cuda)
         Input / output:
@@ -204,6 +211,9 @@ sealed class CommandLine
     public bool UsingDemo { get; private set; }
     public bool NoArguments { get; private set; }
     public DecodingOptions Decoding { get; private set; } = new();
+    public bool DecodingGiven { get; private set; }
+    public string? SourceLanguage { get; private set; }
+    public string? TargetLanguage { get; private set; }
     public List<string> Sentences { get; } = new();
 
     public static CommandLine Parse(string[] args)
@@ -226,6 +236,8 @@ sealed class CommandLine
                 case "--src-tokenizer": src = Value(); break;
                 case "--tgt-tokenizer": tgt = Value(); break;
                 case "--heads": heads = Int(); break;
+                case "--src-lang": c.SourceLanguage = Value(); break;
+                case "--tgt-lang": c.TargetLanguage = Value(); break;
                 case "--device":
                     c.Device = Value() switch
                     {
@@ -264,6 +276,7 @@ sealed class CommandLine
             if (ml < 2) throw new UsageException("--max-length must be at least 2 ([SOS] and one token)");
             if (d.MaxNewTokens is null) d = d with { MaxNewTokens = ml - 1 };
         }
+        c.DecodingGiven = d != new DecodingOptions();
         try { c.Decoding = d.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
 
@@ -280,9 +293,11 @@ sealed class CommandLine
         c.ModelPath = (checkpoint ?? folder)!;
         if (c.InputFormat == "text")
         {
-            if (src is null || tgt is null) throw new UsageException("text input needs --src-tokenizer and --tgt-tokenizer (or --input-format ids)");
-            c.SourceTokenizer = src;
-            c.TargetTokenizer = tgt;
+            var huggingFace = folder is not null && File.Exists(Path.Combine(folder, "tokenizer_config.json"));
+            if ((src is null || tgt is null) && !huggingFace)
+                throw new UsageException("text input needs --src-tokenizer and --tgt-tokenizer (or a Hugging Face folder, or --input-format ids)");
+            c.SourceTokenizer = src ?? "";
+            c.TargetTokenizer = tgt ?? "";
         }
         else if (c.Stream) throw new UsageException("--stream needs text input");
         c.Heads = heads ?? HeadsFromModelArgs(checkpoint) ?? 8;
