@@ -24,7 +24,8 @@ public sealed class Translator : IDisposable
     private readonly Tokenizer _source, _target;
     private readonly TranslatorOptions _options;
     private readonly SentencePieceTranslationTokenizer? _pieces; // Hugging Face families frame their own input
-    private readonly DecodingOptions _decoding;
+    private readonly DecodingOptions _decoding; // used when a call passes none
+    private readonly DecodingOptions _familyRules; // start, forced and banned tokens, length: filled into every call's options
     private readonly int _sourceSos, _sourceEos;
     private readonly bool _ownsModel;
     private readonly SemaphoreSlim _gate = new(1, 1); // one search at a time on the model; async-waitable for streams
@@ -42,10 +43,20 @@ public sealed class Translator : IDisposable
         if (options.MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {options.MaxBatchTokens}.", nameof(options));
         if (options.Threads is { } threads) torch.set_num_threads(threads);
         _pieces = source as SentencePieceTranslationTokenizer;
-        _decoding = (options.Decoding ?? familyDefaults ?? new DecodingOptions()).Validate();
-        if (_pieces is not null && (options.TargetLanguage ?? _pieces.TargetLanguage) is { } language
-            && _pieces.Family != TranslationTokenizerFamily.Marian)
-            _decoding = _decoding with { ForcedBosTokenId = _pieces.LanguageId(language) };
+        _familyRules = familyDefaults ?? new DecodingOptions();
+        if (_pieces is not null && _pieces.Family != TranslationTokenizerFamily.Marian)
+        {
+            // The target language is the forced first token: the option, else an explicit id, else the tokenizer's default.
+            int? forcedFirst = options.TargetLanguage is { } language ? _pieces.LanguageId(language)
+                : options.Decoding?.ForcedBosTokenId ?? _familyRules.ForcedBosTokenId
+                  ?? (_pieces.TargetLanguage is { } fallback ? _pieces.LanguageId(fallback) : null);
+            _familyRules = _familyRules with
+            {
+                ForcedBosTokenId = forcedFirst ?? throw new ArgumentException(
+                    $"A multilingual {_pieces.Family} model needs a target language: set TranslatorOptions.TargetLanguage.", nameof(options)),
+            };
+        }
+        _decoding = WithFamilyRules(options.Decoding ?? familyDefaults ?? new DecodingOptions()).Validate();
         if (_pieces is not null && options.SourceLanguage is { } sourceLanguage) _pieces.LanguageId(sourceLanguage); // fail early on an unknown code
         if (_pieces is not null) return;
         int SourceSpecial(string token, int fallback) => source is WordLevelTokenizer w
@@ -220,10 +231,11 @@ public sealed class Translator : IDisposable
     /// tokens such as the target language, banned tokens) fill in what a call leaves unset.</summary>
     private DecodingOptions WithFamilyRules(DecodingOptions? decoding) => decoding is null ? _decoding : decoding with
     {
-        DecoderStartTokenId = decoding.DecoderStartTokenId ?? _decoding.DecoderStartTokenId,
-        ForcedBosTokenId = decoding.ForcedBosTokenId ?? _decoding.ForcedBosTokenId,
-        ForcedEosTokenId = decoding.ForcedEosTokenId ?? _decoding.ForcedEosTokenId,
-        BadWordsIds = decoding.BadWordsIds ?? _decoding.BadWordsIds,
+        DecoderStartTokenId = decoding.DecoderStartTokenId ?? _familyRules.DecoderStartTokenId,
+        ForcedBosTokenId = decoding.ForcedBosTokenId ?? _familyRules.ForcedBosTokenId,
+        ForcedEosTokenId = decoding.ForcedEosTokenId ?? _familyRules.ForcedEosTokenId,
+        BadWordsIds = decoding.BadWordsIds ?? _familyRules.BadWordsIds,
+        MaxLength = decoding.MaxNewTokens is null ? decoding.MaxLength ?? _familyRules.MaxLength : decoding.MaxLength,
     };
 
     /// <summary>Encoder input (<c>[SOS] ids [EOS]</c> for seed models, the family's own framing for Hugging Face
@@ -240,8 +252,11 @@ public sealed class Translator : IDisposable
                 throw new ArgumentException(
                     $"The input has {encoded.Length} tokens; the model accepts at most {Model.MaxSourceLength}. Input starts: \"{Preview(text)}\".",
                     nameof(text));
-            // Keep the closing </s>.
-            return encoded[..(Model.MaxSourceLength - 1)].Append(encoded[^1]).ToArray();
+            // Keep the family's framing (language codes, </s>) at both ends and cut the text between them.
+            var lead = encoded.TakeWhile(_pieces.IsSpecialToken).Count();
+            var tail = encoded.Reverse().TakeWhile(_pieces.IsSpecialToken).Count();
+            var body = Math.Max(Model.MaxSourceLength - lead - tail, 0);
+            return encoded[..(lead + body)].Concat(encoded[^tail..]).ToArray();
         }
         var ids = _source.EncodeToIds(text);
         if (ids.Count == 0) return null;

@@ -31,6 +31,45 @@ public class HuggingFaceTranslatorTests
     }
 
     [Fact]
+    public void TranslatorLevelOptionsKeepTheFamilyRules()
+    {
+        // Options given at load replace the folder's search defaults (Marian: beam 4) but not its rules: pad banned,
+        // </s> forced at the length limit.
+        var c = Fixtures.Json("hf-tiny", "marian", "expected.json").GetProperty("translation").EnumerateArray()
+            .First(t => t.GetProperty("stop").GetString() == "forced_eos");
+        var maxLength = c.GetProperty("generation").GetProperty("max_length").GetInt32();
+        using var translator = Translator.Load(Fixtures.Path_("hf-tiny", "marian"),
+            new TranslatorOptions { Decoding = new DecodingOptions { MaxLength = maxLength } });
+        Assert.Equal(c.GetProperty("output").GetString(), translator.Translate(c.GetProperty("input").GetString()!));
+        Assert.True(translator.TranslateDetailed(new[] { c.GetProperty("input").GetString()! })[0].Hypotheses[0].Hypothesis.Finished);
+    }
+
+    [Fact]
+    public void GenerationDefaultsMapHuggingFaceFields()
+    {
+        var dir = Directory.CreateTempSubdirectory("ti-gen-").FullName;
+        try
+        {
+            File.Copy(Fixtures.Path_("hf-tiny", "m2m100", "config.json"), Path.Combine(dir, "config.json"));
+            File.WriteAllText(Path.Combine(dir, "generation_config.json"), """
+                { "num_beams": 5, "early_stopping": true, "length_penalty": 0.6, "no_repeat_ngram_size": 3,
+                  "repetition_penalty": 1.2, "min_length": 4, "max_length": 200, "forced_eos_token_id": 2 }
+                """);
+            var d = Loading.ModelLoader.LoadGenerationDefaults(dir);
+            Assert.Equal((5, true, 0.6, 3, 1.2, 3, 200, (int?)2),
+                (d.BeamSize, d.EarlyStopping, d.LengthPenalty, d.NoRepeatNgramSize, d.RepetitionPenalty, d.MinNewTokens, d.MaxLength!.Value, d.ForcedEosTokenId));
+            File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{ "num_beams": "five" }""");
+            var e = Assert.Throws<Loading.CheckpointException>(() => Loading.ModelLoader.LoadGenerationDefaults(dir));
+            Assert.Contains("num_beams", e.Message);
+            Assert.Contains("generation_config.json", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void UnknownLanguageIsRejectedAtLoad()
     {
         var e = Assert.ThrowsAny<ArgumentException>(() => Translator.Load(Fixtures.Path_("hf-tiny", "nllb"), new TranslatorOptions { TargetLanguage = "xx_Nope" }));

@@ -39,8 +39,8 @@ internal static class BeamSearch
         }).ToList();
         var all = live.ToArray();
         double Rank(double logProb, int length) => o.LengthPenalty == 0 ? logProb : logProb / Math.Pow(length, o.LengthPenalty);
-        var processing = LogitsProcessing.IsActive(o);
         var start = Generator.StartId(model, o);
+        using var processing = new LogitsProcessing(o, maxNew, model.EosId, start, model.TargetVocabSize, model.Device);
 
         for (var step = 0; step < maxNew && live.Count > 0; step++)
         {
@@ -48,8 +48,8 @@ internal static class BeamSearch
             using var scope = NewDisposeScope();
             var rows = live.Count * k;
             var feed = live.SelectMany(s => s.Beams).Select(b => (long)(b.Count == 0 ? start : b[^1])).ToArray();
-            var logProbs = model.Step(tensor(feed, new long[] { rows, 1 }).to(model.Device), cache).log_softmax(-1);
-            if (processing) LogitsProcessing.Apply(logProbs, live.SelectMany(s => s.Beams).ToList(), step, maxNew, model.EosId, start, o);
+            var logProbs = processing.Process(model.Step(tensor(feed, new long[] { rows, 1 }).to(model.Device), cache).log_softmax(-1),
+                live.SelectMany(s => s.Beams).ToList(), step);
             var vocab = logProbs.shape[1];
             var running = tensor(live.SelectMany(s => s.Scores).Select(v => (float)v).ToArray()).to(model.Device);
             var total = (logProbs + running.unsqueeze(1)).view(live.Count, k * vocab);

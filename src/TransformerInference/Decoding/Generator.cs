@@ -23,6 +23,8 @@ public static class Generator
         DecodingOptions? options = null, Action<int, int>? onToken = null, CancellationToken cancellationToken = default)
     {
         options = (options ?? new DecodingOptions()).Validate();
+        // Fixed-length runs: a forced end token would end (or pollute) them.
+        if (options.IgnoreEos && options.ForcedEosTokenId is not null) options = options with { ForcedEosTokenId = null };
         var maxNew = options.MaxNewTokens ?? (options.MaxLength is { } maxLength
             ? Math.Min(maxLength - 1, model.MaxTargetLength)
             : model.MaxTargetLength - 1);
@@ -76,7 +78,7 @@ public static class Generator
         var start = StartId(model, o);
         var feed = Enumerable.Repeat((long)start, count).ToArray();
         var sampler = o.Sample ? new Sampler(o, sources) : null;
-        var processing = LogitsProcessing.IsActive(o);
+        using var processing = new LogitsProcessing(o, maxNew, model.EosId, start, model.TargetVocabSize, model.Device);
         for (var step = 0; step < maxNew && live.Length > 0; step++)
         {
             ct.ThrowIfCancellationRequested();
@@ -84,16 +86,11 @@ public static class Generator
             var tokens = tensor(feed, new long[] { live.Length, 1 }).to(model.Device);
             var logits = model.Step(tokens, cache);
             var logProbs = logits.log_softmax(-1);
-            var scores = logits;
-            if (processing)
-            {
-                // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
-                scores = logits.clone();
-                LogitsProcessing.Apply(scores, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step, maxNew, model.EosId, start, o);
-            }
+            // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
+            var scores = processing.Process(logits, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step);
             long[] next;
             float[] chosen;
-            if (sampler is null && !processing)
+            if (sampler is null && ReferenceEquals(scores, logits))
             {
                 // Plain greedy: the best log-probability and its index in one op.
                 var (best, index) = logProbs.max(-1);
@@ -102,8 +99,10 @@ public static class Generator
             }
             else
             {
-                next = sampler is null ? scores.argmax(-1).cpu().data<long>().ToArray() : sampler.Choose(scores, live);
-                chosen = logProbs.gather(1, tensor(next, new long[] { live.Length, 1 }).to(model.Device)).cpu().data<float>().ToArray();
+                var picked = sampler is null ? scores.argmax(-1, keepdim: true)
+                    : tensor(sampler.Choose(scores, live), new long[] { live.Length, 1 }).to(model.Device);
+                next = picked.cpu().data<long>().ToArray();
+                chosen = logProbs.gather(1, picked).cpu().data<float>().ToArray();
             }
 
             var keep = new List<long>(live.Length);

@@ -4,50 +4,77 @@ namespace TransformerInference.Decoding;
 
 /// <summary>Rewrites next-token scores [rows, vocab] before a token is chosen: banned words, minimum length,
 /// repetition penalty, no-repeat n-grams, then forced first/last tokens. Histories are the tokens generated so far
-/// (without the start token), one list per row.</summary>
-internal static class LogitsProcessing
+/// (without the start token), one list per row. Built once per search; steps where nothing applies cost nothing.</summary>
+internal sealed class LogitsProcessing : IDisposable
 {
-    public static bool IsActive(DecodingOptions o) => o.MinNewTokens > 0 || o.RepetitionPenalty != 1.0 || o.NoRepeatNgramSize > 0
-        || o.BadWordsIds is { Count: > 0 } || o.ForcedBosTokenId is not null || o.ForcedEosTokenId is not null;
+    private readonly DecodingOptions _o;
+    private readonly int _maxNew, _eosId, _startId;
+    private readonly IReadOnlyList<IReadOnlyList<int>> _multiTokenBans;
+    private readonly Tensor? _banMask; // [vocab]: -inf at single-token bad words, else 0; built once per search
 
-    /// <summary>Applies the processors in place to <paramref name="logProbs"/> at generation step
-    /// <paramref name="step"/> of at most <paramref name="maxNew"/>; <paramref name="startId"/> is the decoder start token.</summary>
-    public static void Apply(Tensor logProbs, IReadOnlyList<IReadOnlyList<int>> histories, int step, int maxNew, int eosId,
-        int startId, DecodingOptions o)
+    public LogitsProcessing(DecodingOptions o, int maxNew, int eosId, int startId, int vocab, Device device)
     {
-        var vocab = logProbs.shape[1];
-        if (o.BadWordsIds is { Count: > 0 } bad) BanWords(logProbs, histories, bad, startId, vocab);
-        if (step < o.MinNewTokens) logProbs.select(1, eosId).fill_(double.NegativeInfinity);
-        if (o.RepetitionPenalty != 1.0 || o.NoRepeatNgramSize != 0) Penalise(logProbs, histories, o);
-        // Hugging Face's forced-token processors: every other score -inf, the forced one 0. The last token the limit
-        // allows is forced after the first one, as its list applies them.
-        int? forced = null;
-        if (step == 0 && o.ForcedBosTokenId is { } bos) forced = bos;
-        if (step == maxNew - 1 && o.ForcedEosTokenId is { } eos) forced = eos;
-        if (forced is { } f)
+        _o = o;
+        _maxNew = maxNew;
+        _eosId = eosId;
+        _startId = startId;
+        // As Hugging Face: a bad word that is just [eos] is ignored, and so are ids outside the vocabulary.
+        var bad = (o.BadWordsIds ?? Array.Empty<IReadOnlyList<int>>())
+            .Where(w => w.Count > 0 && w[^1] < vocab && !(w.Count == 1 && w[0] == eosId)).ToList();
+        _multiTokenBans = bad.Where(w => w.Count > 1).ToList();
+        var single = bad.Where(w => w.Count == 1).Select(w => (long)w[0]).Distinct().ToArray();
+        if (single.Length > 0)
         {
-            if (f >= vocab) throw new ArgumentException($"The forced token {f} is outside the vocabulary ({vocab}).", nameof(o));
-            logProbs.fill_(double.NegativeInfinity);
-            logProbs.select(1, f).fill_(0.0);
+            using var scope = NewDisposeScope();
+            var mask = zeros(vocab, ScalarType.Float32, device);
+            mask.index_fill_(0, tensor(single, device: device), double.NegativeInfinity);
+            _banMask = mask.MoveToOuterDisposeScope();
         }
     }
 
-    /// <summary>Bans the last token of every bad-word sequence whose other tokens end the row's text (start token first).</summary>
-    private static void BanWords(Tensor scores, IReadOnlyList<IReadOnlyList<int>> histories, IReadOnlyList<IReadOnlyList<int>> bad, int startId, long vocab)
+    /// <summary>Whether step <paramref name="step"/> changes any score (the ban mask aside).</summary>
+    public bool ActiveAt(int step) => step < _o.MinNewTokens || _o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize > 0
+        || _multiTokenBans.Count > 0 || (step == 0 && _o.ForcedBosTokenId is not null)
+        || (step == _maxNew - 1 && _o.ForcedEosTokenId is not null);
+
+    /// <summary>Scores with every processor of this step applied: <paramref name="scores"/> itself when none
+    /// applies, else a new tensor (the input is never modified).</summary>
+    public Tensor Process(Tensor scores, IReadOnlyList<IReadOnlyList<int>> histories, int step)
+    {
+        var active = ActiveAt(step);
+        if (_banMask is null && !active) return scores;
+        var result = _banMask is null ? scores.clone() : scores + _banMask;
+        if (!active) return result;
+        var vocab = result.shape[1];
+        if (_multiTokenBans.Count > 0) BanWords(result, histories, _multiTokenBans, _startId);
+        if (step < _o.MinNewTokens) result.select(1, _eosId).fill_(double.NegativeInfinity);
+        if (_o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0) Penalise(result, histories, _startId, _o);
+        // Hugging Face's forced-token processors: every other score -inf, the forced one 0. The last token the limit
+        // allows is forced after the first one, as its list applies them.
+        int? forced = null;
+        if (step == 0 && _o.ForcedBosTokenId is { } bos) forced = bos;
+        if (step == _maxNew - 1 && _o.ForcedEosTokenId is { } eos) forced = eos;
+        if (forced is { } f)
+        {
+            if (f >= vocab) throw new ArgumentException($"The forced token {f} is outside the vocabulary ({vocab}).", nameof(scores));
+            result.fill_(double.NegativeInfinity);
+            result.select(1, f).fill_(0.0);
+        }
+        return result;
+    }
+
+    public void Dispose() => _banMask?.Dispose();
+
+    /// <summary>Bans the last token of every multi-token bad word whose other tokens end the row's text (start token first).</summary>
+    private static void BanWords(Tensor scores, IReadOnlyList<IReadOnlyList<int>> histories, IReadOnlyList<IReadOnlyList<int>> bad, int startId)
     {
         foreach (var word in bad)
         {
             var banned = word[^1];
-            if (banned >= vocab) continue; // as Hugging Face: ids outside the vocabulary are ignored
-            if (word.Count == 1)
-            {
-                scores.select(1, banned).fill_(double.NegativeInfinity);
-                continue;
-            }
+            var prefix = word.Count - 1;
             for (var row = 0; row < histories.Count; row++)
             {
                 var history = histories[row];
-                var prefix = word.Count - 1;
                 if (history.Count + 1 < prefix) continue;
                 var match = true;
                 for (var j = 0; j < prefix && match; j++)
@@ -62,12 +89,13 @@ internal static class LogitsProcessing
         }
     }
 
-    private static void Penalise(Tensor logProbs, IReadOnlyList<IReadOnlyList<int>> histories, DecodingOptions o)
+    /// <summary>Repetition penalty and no-repeat n-grams over the decoder input so far: the start token, then the
+    /// generated ones (as Hugging Face's processors see <c>input_ids</c>).</summary>
+    private static void Penalise(Tensor logProbs, IReadOnlyList<IReadOnlyList<int>> histories, int startId, DecodingOptions o)
     {
         for (var row = 0; row < histories.Count; row++)
         {
-            var history = histories[row];
-            if (history.Count == 0) continue;
+            var history = histories[row].Prepend(startId).ToList();
             var scores = logProbs[row];
             if (o.RepetitionPenalty != 1.0)
             {

@@ -118,30 +118,52 @@ internal static class HuggingFaceFolder
         var config = Parse(configPath);
         var generationPath = Path.Combine(folder, "generation_config.json");
         var generation = File.Exists(generationPath) ? Parse(generationPath) : default;
-        JsonElement? Get(string name)
+        // Each value comes from generation_config.json when it has it, else from config.json; errors name that file.
+        (JsonElement Value, string File)? Get(string name)
         {
-            if (generation.ValueKind == JsonValueKind.Object && generation.TryGetProperty(name, out var g)) return g;
-            return config.TryGetProperty(name, out var c) ? c : null;
+            if (generation.ValueKind == JsonValueKind.Object && generation.TryGetProperty(name, out var g)) return (g, generationPath);
+            return config.TryGetProperty(name, out var c) ? (c, configPath) : null;
         }
-        int? Int(string name) => Get(name) is { ValueKind: JsonValueKind.Number } e && e.TryGetInt32(out var v) ? v
-            : Get(name) is null or { ValueKind: JsonValueKind.Null } ? null
-            : throw new CheckpointException($"'{name}' must be an integer, got {Get(name)!.Value.GetRawText()}", generationPath);
+        CheckpointException Bad(string name, string what, (JsonElement Value, string File) found) =>
+            new($"'{name}' must be {what}, got {found.Value.GetRawText()}", found.File);
+        int? Int(string name) => Get(name) switch
+        {
+            null => null,
+            { Value.ValueKind: JsonValueKind.Null } => null,
+            { Value.ValueKind: JsonValueKind.Number } f when f.Value.TryGetInt32(out var v) => v,
+            var f => throw Bad(name, "an integer", f.Value),
+        };
+        double? Num(string name) => Get(name) switch
+        {
+            null => null,
+            { Value.ValueKind: JsonValueKind.Null } => null,
+            { Value.ValueKind: JsonValueKind.Number } f => f.Value.GetDouble(),
+            var f => throw Bad(name, "a number", f.Value),
+        };
         IReadOnlyList<IReadOnlyList<int>>? badWords = null;
-        if (Get("bad_words_ids") is { ValueKind: JsonValueKind.Array } bad)
+        if (Get("bad_words_ids") is { Value.ValueKind: JsonValueKind.Array } bad)
         {
             try
             {
-                badWords = bad.EnumerateArray().Select(w => (IReadOnlyList<int>)w.EnumerateArray().Select(t => t.GetInt32()).ToArray()).ToArray();
+                badWords = bad.Value.EnumerateArray().Select(w => (IReadOnlyList<int>)w.EnumerateArray().Select(t => t.GetInt32()).ToArray()).ToArray();
             }
             catch (Exception e) when (e is InvalidOperationException or FormatException)
             {
-                throw new CheckpointException($"'bad_words_ids' must be a list of lists of ids, got {bad.GetRawText()}", generationPath, inner: e);
+                throw new CheckpointException($"'bad_words_ids' must be a list of lists of ids, got {bad.Value.GetRawText()}", bad.File, inner: e);
             }
         }
+        // early_stopping: true stops at num_beams finished hypotheses; false and "never" search on.
+        var earlyStopping = Get("early_stopping") is { Value.ValueKind: JsonValueKind.True };
+        var minLength = Int("min_length") ?? 0;
         return new DecodingOptions
         {
             MaxLength = Int("max_length"),
+            MinNewTokens = Math.Max(minLength - 1, 0), // min_length counts the decoder start token
             BeamSize = Int("num_beams") ?? 1,
+            EarlyStopping = earlyStopping,
+            LengthPenalty = Num("length_penalty") ?? 1.0,
+            RepetitionPenalty = Num("repetition_penalty") ?? 1.0,
+            NoRepeatNgramSize = Int("no_repeat_ngram_size") ?? 0,
             DecoderStartTokenId = Int("decoder_start_token_id"),
             ForcedBosTokenId = Int("forced_bos_token_id"),
             ForcedEosTokenId = Int("forced_eos_token_id"),
@@ -200,13 +222,8 @@ internal static class HuggingFaceFolder
         return (result, name => map.TryGetValue(name, out var hf) ? hf : name);
     }
 
-    private static bool SameValues(Tensor a, Tensor b)
-    {
-        if (!a.shape.SequenceEqual(b.shape)) return false;
-        using var same = a.eq(b);
-        using var all = same.all();
-        return all.item<bool>();
-    }
+    // torch.equal: no element-wise boolean tensor the size of the table.
+    private static bool SameValues(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.Equals(b);
 
     /// <summary>Our canonical tensor names and their Hugging Face names.</summary>
     private static Dictionary<string, string> CanonicalToHf(TransformerConfig c)
