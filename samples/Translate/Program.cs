@@ -52,12 +52,10 @@ static async Task<int> RunText(CommandLine cli)
             {
                 try
                 {
-                    var first = true;
-                    await foreach (var token in translator.TranslateStreamAsync(line))
+                    await foreach (var piece in translator.TranslateStreamAsync(line))
                     {
-                        Console.Write(first ? token : " " + token);
+                        Console.Write(piece);
                         Console.Out.Flush();
-                        first = false;
                     }
                     Console.WriteLine();
                 }
@@ -95,6 +93,13 @@ static async Task<int> RunText(CommandLine cli)
 static int RunIds(CommandLine cli)
 {
     using var model = ModelLoader.Load(cli.ModelPath, new ModelLoadOptions { Device = cli.Device, Heads = cli.Heads });
+    // A Hugging Face folder brings its generation rules (start token, forced and banned tokens, length).
+    var decoding = cli.Decoding;
+    if (File.Exists(Path.Combine(cli.ModelPath, "generation_config.json")))
+    {
+        var family = ModelLoader.LoadGenerationDefaults(cli.ModelPath);
+        decoding = cli.DecodingGiven ? cli.Decoding.WithRulesFrom(family) : family;
+    }
     foreach (var batch in Inputs(cli).Chunk(cli.BatchSize))
     {
         foreach (var line in batch)
@@ -105,8 +110,8 @@ static int RunIds(CommandLine cli)
                     .Select(t => int.TryParse(t, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= 0 && v < model.Config.SourceVocabSize
                         ? v : throw new ArgumentException($"'{t}' is not a source token id (0..{model.Config.SourceVocabSize - 1})."))
                     .ToArray();
-                var h = Generator.Generate(model, new[] { ids }, cli.Decoding)[0];
-                var output = new[] { model.SosId }.Concat(h[0].Ids).Concat(h[0].Finished ? new[] { model.EosId } : Array.Empty<int>()).ToArray();
+                var h = Generator.Generate(model, new[] { ids }, decoding)[0];
+                var output = new[] { decoding.DecoderStartTokenId ?? model.SosId }.Concat(h[0].Ids).Concat(h[0].Finished ? new[] { model.EosId } : Array.Empty<int>()).ToArray();
                 Console.WriteLine(cli.Format == "jsonl"
                     ? JsonSerializer.Serialize(new { input = line, ids = output })
                     : string.Join(' ', output));

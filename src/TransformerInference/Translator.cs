@@ -176,7 +176,8 @@ public sealed class Translator : IDisposable
         Task.Run(() => TranslateDetailed(new[] { text }, decoding, cancellationToken)[0].Text, cancellationToken);
 
     /// <summary>
-    /// Yields the target tokens of one translation as they are produced (greedy or sampling; beam search yields its
+    /// Yields the translation piece by piece as its tokens are produced — the pieces joined give the text
+    /// <see cref="Translate(string, DecodingOptions?)"/> returns (greedy or sampling; beam search yields its
     /// best hypothesis once it is complete). Cancelling stops decoding at the next step and frees its tensors.
     /// </summary>
     public async IAsyncEnumerable<string> TranslateStreamAsync(string text, DecodingOptions? decoding = null,
@@ -213,12 +214,20 @@ public sealed class Translator : IDisposable
         }, CancellationToken.None);
         try
         {
+            // Decode the growing prefix and yield what it adds, so joining the pieces gives exactly the translation
+            // (detokenisers join and clean up across tokens). Trailing white space waits for the next piece.
+            var ids = new List<int>();
+            var sent = "";
             await foreach (var token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
                 // Buffered tokens are read without waiting, so check for cancellation on each one.
                 cancellationToken.ThrowIfCancellationRequested();
-                yield return _target.Decode(new[] { token });
+                ids.Add(token);
+                var piece = NewText(_target.Decode(ids).TrimEnd(), ref sent);
+                if (piece.Length > 0) yield return piece;
             }
+            var rest = NewText(_target.Decode(ids), ref sent);
+            if (rest.Length > 0) yield return rest;
         }
         finally
         {
@@ -227,16 +236,19 @@ public sealed class Translator : IDisposable
         }
     }
 
+    /// <summary>The part of <paramref name="text"/> after what was already sent (nothing if the text no longer starts
+    /// with it: a later token changed earlier text, which streaming cannot take back).</summary>
+    private static string NewText(string text, ref string sent)
+    {
+        if (text.Length <= sent.Length || !text.StartsWith(sent, StringComparison.Ordinal)) return "";
+        var piece = text[sent.Length..];
+        sent = text;
+        return piece;
+    }
+
     /// <summary>A call's options, or the translator's; the family's rules (start token, forced first and last
     /// tokens such as the target language, banned tokens) fill in what a call leaves unset.</summary>
-    private DecodingOptions WithFamilyRules(DecodingOptions? decoding) => decoding is null ? _decoding : decoding with
-    {
-        DecoderStartTokenId = decoding.DecoderStartTokenId ?? _familyRules.DecoderStartTokenId,
-        ForcedBosTokenId = decoding.ForcedBosTokenId ?? _familyRules.ForcedBosTokenId,
-        ForcedEosTokenId = decoding.ForcedEosTokenId ?? _familyRules.ForcedEosTokenId,
-        BadWordsIds = decoding.BadWordsIds ?? _familyRules.BadWordsIds,
-        MaxLength = decoding.MaxNewTokens is null ? decoding.MaxLength ?? _familyRules.MaxLength : decoding.MaxLength,
-    };
+    private DecodingOptions WithFamilyRules(DecodingOptions? decoding) => decoding?.WithRulesFrom(_familyRules) ?? _decoding;
 
     /// <summary>Encoder input (<c>[SOS] ids [EOS]</c> for seed models, the family's own framing for Hugging Face
     /// ones), or null for a text without tokens.</summary>

@@ -69,6 +69,24 @@ public class HuggingFaceTranslatorTests
         }
     }
 
+    [Theory, MemberData(nameof(Families))]
+    public async Task StreamedPiecesJoinToTheTranslation(string family)
+    {
+        var c = Fixtures.Json("hf-tiny", family, "expected.json").GetProperty("translation")[0];
+        string? Lang(string name) => c.TryGetProperty(name, out var v) && v.ValueKind == System.Text.Json.JsonValueKind.String ? v.GetString() : null;
+        using var translator = Translator.Load(Fixtures.Path_("hf-tiny", family), new TranslatorOptions
+        {
+            SourceLanguage = Lang("src_lang"),
+            TargetLanguage = Lang("tgt_lang"),
+            Decoding = new DecodingOptions { MaxLength = c.GetProperty("generation").GetProperty("max_length").GetInt32() },
+        });
+        var input = c.GetProperty("input").GetString()!;
+        var pieces = new List<string>();
+        await foreach (var piece in translator.TranslateStreamAsync(input)) pieces.Add(piece);
+        Assert.Equal(c.GetProperty("output").GetString(), string.Concat(pieces));
+        Assert.True(pieces.Count > 1);
+    }
+
     [Fact]
     public void UnknownLanguageIsRejectedAtLoad()
     {

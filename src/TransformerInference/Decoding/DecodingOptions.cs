@@ -73,6 +73,21 @@ public sealed record DecodingOptions
     /// <summary>Keep generating after <c>[EOS]</c> up to <see cref="MaxNewTokens"/> (fixed-length runs for benchmarks).</summary>
     public bool IgnoreEos { get; init; }
 
+    /// <summary>
+    /// These options, with the token rules they leave unset (start token, forced first and last tokens, banned
+    /// words) and, when no length is set, the length limit taken from <paramref name="family"/>: how a model
+    /// family's generation defaults (<see cref="Loading.ModelLoader.LoadGenerationDefaults"/>) combine with a
+    /// caller's search settings.
+    /// </summary>
+    public DecodingOptions WithRulesFrom(DecodingOptions family) => this with
+    {
+        DecoderStartTokenId = DecoderStartTokenId ?? family.DecoderStartTokenId,
+        ForcedBosTokenId = ForcedBosTokenId ?? family.ForcedBosTokenId,
+        ForcedEosTokenId = ForcedEosTokenId ?? family.ForcedEosTokenId,
+        BadWordsIds = BadWordsIds ?? family.BadWordsIds,
+        MaxLength = MaxNewTokens is null ? MaxLength ?? family.MaxLength : MaxLength,
+    };
+
     /// <summary>Checks every field.</summary>
     /// <exception cref="ArgumentException">A field is out of range; the message names it.</exception>
     public DecodingOptions Validate()
