@@ -46,6 +46,19 @@ internal static class Fixtures
         return output;
     }
 
+    /// <summary>Scores [positions, vocab] of the decoder over the whole <paramref name="prefix"/> (no cache).</summary>
+    public static float[][] TeacherForced(TransformerModel model, int[] source, int[] prefix)
+    {
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var s = torch.tensor(source.Select(i => (long)i).ToArray(), new long[] { 1, source.Length });
+        var mask = Masks.SourceKeyMask(s, model.PadId);
+        var memory = model.Encode(s, mask);
+        var t = torch.tensor(prefix.Select(i => (long)i).ToArray(), new long[] { 1, prefix.Length });
+        var scores = model.Project(model.Decode(memory, mask, t, Masks.Causal(prefix.Length)))[0];
+        return Enumerable.Range(0, prefix.Length).Select(p => scores[p].data<float>().ToArray()).ToArray();
+    }
+
     public static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
     {
         Xunit.Assert.Equal(expected.Length, actual.Length);

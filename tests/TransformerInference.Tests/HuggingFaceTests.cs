@@ -38,19 +38,6 @@ public class HuggingFaceTests : IDisposable
             : null,
     };
 
-    /// <summary>Scores [positions, vocab] of the decoder over the whole <paramref name="prefix"/> (no cache).</summary>
-    private static float[][] TeacherForced(TransformerModel model, int[] source, int[] prefix)
-    {
-        using var noGrad = torch.no_grad();
-        using var scope = torch.NewDisposeScope();
-        var s = torch.tensor(source.Select(i => (long)i).ToArray(), new long[] { 1, source.Length });
-        var mask = Masks.SourceKeyMask(s, model.PadId);
-        var memory = model.Encode(s, mask);
-        var t = torch.tensor(prefix.Select(i => (long)i).ToArray(), new long[] { 1, prefix.Length });
-        var scores = model.Project(model.Decode(memory, mask, t, Masks.Causal(prefix.Length)))[0];
-        return Enumerable.Range(0, prefix.Length).Select(p => scores[p].data<float>().ToArray()).ToArray();
-    }
-
     /// <summary>The naive loop with the generation rules written out here, independently of LogitsProcessing:
     /// re-decodes the whole prefix every step.</summary>
     private static List<int> NaiveGreedy(TransformerModel model, int[] source, JsonElement generation)
@@ -65,7 +52,7 @@ public class HuggingFaceTests : IDisposable
         var ids = new List<int> { generation.GetProperty("decoder_start_token_id").GetInt32() };
         while (ids.Count < maxLength)
         {
-            var scores = TeacherForced(model, source, ids.ToArray())[^1];
+            var scores = Fixtures.TeacherForced(model, source, ids.ToArray())[^1];
             foreach (var t in bad) scores[t] = float.NegativeInfinity;
             int next;
             if (ids.Count == 1 && forcedBos is { } fb) next = fb;
@@ -90,7 +77,7 @@ public class HuggingFaceTests : IDisposable
         {
             var tf = c.GetProperty("teacher_forcing");
             var prefix = tf.GetProperty("decoder_input_ids").Ints();
-            var scores = TeacherForced(model, c.GetProperty("input_ids").Ints(), prefix);
+            var scores = Fixtures.TeacherForced(model, c.GetProperty("input_ids").Ints(), prefix);
             var rows = tf.GetProperty("logits").EnumerateArray().Select(r => r.Floats()).ToArray();
             Assert.Equal(tf.GetProperty("positions").GetInt32(), rows.Length);
             for (var p = 0; p < rows.Length; p++)
@@ -107,7 +94,7 @@ public class HuggingFaceTests : IDisposable
         foreach (var c in Cases(family))
         {
             var ids = c.GetProperty("ids").Ints();
-            var scores = TeacherForced(model, c.GetProperty("input_ids").Ints(), ids[..^1]);
+            var scores = Fixtures.TeacherForced(model, c.GetProperty("input_ids").Ints(), ids[..^1]);
             var steps = c.GetProperty("step_top2").EnumerateArray().ToArray();
             Assert.Equal(ids.Length - 1, steps.Length);
             for (var s = 0; s < steps.Length; s++)
@@ -253,8 +240,8 @@ public class HuggingFaceTests : IDisposable
         var c = Cases("marian")[1];
         var source = c.GetProperty("input_ids").Ints();
         var prefix = c.GetProperty("teacher_forcing").GetProperty("decoder_input_ids").Ints();
-        var a = TeacherForced(fromBin, source, prefix);
-        var b = TeacherForced(fromSafetensors, source, prefix);
+        var a = Fixtures.TeacherForced(fromBin, source, prefix);
+        var b = Fixtures.TeacherForced(fromSafetensors, source, prefix);
         for (var p = 0; p < a.Length; p++) Assert.Equal(b[p], a[p]);
     }
 

@@ -23,16 +23,8 @@ public class VariantParityTests
     private static JsonElement[] Cases(string name) =>
         Fixtures.Json("variants", name, "expected.json").GetProperty("cases").EnumerateArray().ToArray();
 
-    private static float[] TeacherForcedLogits(TransformerModel model, int[] src, int[] prefix)
-    {
-        using var noGrad = torch.no_grad();
-        using var scope = torch.NewDisposeScope();
-        var s = torch.tensor(src.Select(i => (long)i).ToArray(), new long[] { 1, src.Length });
-        var mask = Masks.SourceKeyMask(s, model.PadId);
-        var memory = model.Encode(s, mask);
-        var t = torch.tensor(prefix.Select(i => (long)i).ToArray(), new long[] { 1, prefix.Length });
-        return model.Project(model.Decode(memory, mask, t, Masks.Causal(prefix.Length))).flatten().data<float>().ToArray();
-    }
+    private static float[] TeacherForcedLogits(TransformerModel model, int[] src, int[] prefix) =>
+        Fixtures.TeacherForced(model, src, prefix).SelectMany(row => row).ToArray();
 
     [Theory, MemberData(nameof(Names))]
     public void LogitsAndEncoderOutputMatch(string name)
