@@ -49,7 +49,7 @@ internal static class BeamSearch
             var rows = live.Count * k;
             var feed = live.SelectMany(s => s.Beams).Select(b => (long)(b.Count == 0 ? start : b[^1])).ToArray();
             var logProbs = processing.Process(model.Step(tensor(feed, new long[] { rows, 1 }).to(model.Device), cache).log_softmax(-1),
-                live.SelectMany(s => s.Beams).ToList(), step);
+                () => live.SelectMany(s => s.Beams).ToList(), step);
             var vocab = logProbs.shape[1];
             var running = tensor(live.SelectMany(s => s.Scores).Select(v => (float)v).ToArray()).to(model.Device);
             var total = (logProbs + running.unsqueeze(1)).view(live.Count, k * vocab);

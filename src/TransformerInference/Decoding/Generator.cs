@@ -87,7 +87,7 @@ public static class Generator
             var logits = model.Step(tokens, cache);
             var logProbs = logits.log_softmax(-1);
             // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
-            var scores = processing.Process(logits, live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step);
+            var scores = processing.Process(logits, () => live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step);
             long[] next;
             float[] chosen;
             if (sampler is null && ReferenceEquals(scores, logits))

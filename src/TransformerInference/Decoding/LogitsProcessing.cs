@@ -38,17 +38,19 @@ internal sealed class LogitsProcessing : IDisposable
         || (step == _maxNew - 1 && _o.ForcedEosTokenId is not null);
 
     /// <summary>Scores with every processor of this step applied: <paramref name="scores"/> itself when none
-    /// applies, else a new tensor (the input is never modified).</summary>
-    public Tensor Process(Tensor scores, IReadOnlyList<IReadOnlyList<int>> histories, int step)
+    /// applies, else a new tensor (the input is never modified). <paramref name="rowHistories"/> is called only
+    /// when a processor reads the histories, so plain steps allocate nothing for them.</summary>
+    public Tensor Process(Tensor scores, Func<IReadOnlyList<IReadOnlyList<int>>> rowHistories, int step)
     {
         var active = ActiveAt(step);
         if (_banMask is null && !active) return scores;
         var result = _banMask is null ? scores.clone() : scores + _banMask;
         if (!active) return result;
         var vocab = result.shape[1];
-        if (_multiTokenBans.Count > 0) BanWords(result, histories, _multiTokenBans, _startId);
+        var histories = _multiTokenBans.Count > 0 || _o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0 ? rowHistories() : null;
+        if (_multiTokenBans.Count > 0) BanWords(result, histories!, _multiTokenBans, _startId);
         if (step < _o.MinNewTokens) result.select(1, _eosId).fill_(double.NegativeInfinity);
-        if (_o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0) Penalise(result, histories, _startId, _o);
+        if (_o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0) Penalise(result, histories!, _startId, _o);
         // Hugging Face's forced-token processors: every other score -inf, the forced one 0. The last token the limit
         // allows is forced after the first one, as its list applies them.
         int? forced = null;
