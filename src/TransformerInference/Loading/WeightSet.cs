@@ -1,4 +1,5 @@
 using TorchSharp;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Loading;
@@ -12,6 +13,7 @@ internal sealed class WeightSet : IDisposable
     private readonly Dictionary<string, Tensor> _tensors;
     private readonly HashSet<string> _taken = new();
     private readonly List<Tensor> _made = new();
+    private readonly List<LinearWeight> _linears = new();
     private bool _committed;
 
     public WeightSet(Dictionary<string, Tensor> tensors, string source, Device device, ScalarType dtype)
@@ -73,6 +75,14 @@ internal sealed class WeightSet : IDisposable
         return t.DetachFromDisposeScope();
     }
 
+    /// <summary>Prepares a weight product from a taken (or made) weight and bias; the product owns them.</summary>
+    public LinearWeight Linear((Tensor Weight, Tensor? Bias) p)
+    {
+        var linear = LinearKernels.Create(p.Weight, p.Bias);
+        _linears.Add(linear);
+        return linear;
+    }
+
     /// <summary>Hands the taken tensors over to the model that was built from them.</summary>
     public void Commit() => _committed = true;
 
@@ -81,8 +91,13 @@ internal sealed class WeightSet : IDisposable
     {
         foreach (var (name, t) in _tensors)
             if (!_committed || !_taken.Contains(name)) t.Dispose();
-        if (!_committed) foreach (var t in _made) t.Dispose();
+        if (!_committed)
+        {
+            foreach (var t in _made) t.Dispose();
+            foreach (var l in _linears) l.Dispose();
+        }
         _tensors.Clear();
         _made.Clear();
+        _linears.Clear();
     }
 }

@@ -1,7 +1,7 @@
 using TransformerInference.Decoding;
 using TransformerInference.Loading;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace TransformerInference.Modeling;
 
@@ -35,14 +35,13 @@ internal static class AttentionWeights
 internal sealed class SelfAttention : IDisposable
 {
     private readonly AttentionHeads _heads;
-    private readonly Tensor _qkvWeight, _outWeight;
-    private readonly Tensor? _qkvBias, _outBias;
+    private readonly LinearWeight _qkv, _out;
 
     public SelfAttention(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads)
     {
         _heads = heads;
-        (_qkvWeight, _qkvBias) = AttentionWeights.Stack(w, ReadQkv(w, prefix, c, heads));
-        (_outWeight, _outBias) = AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c);
+        _qkv = w.Linear(AttentionWeights.Stack(w, ReadQkv(w, prefix, c, heads)));
+        _out = w.Linear(AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c));
     }
 
     public static (Tensor, Tensor?)[] ReadQkv(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads) => new[]
@@ -54,16 +53,14 @@ internal sealed class SelfAttention : IDisposable
 
     public Tensor Forward(Tensor x, Tensor? mask, long offset, KvCache? cache, int layer)
     {
-        var qkv = F.linear(x, _qkvWeight, _qkvBias).split(new[] { _heads.QueryWidth, _heads.KvWidth, _heads.KvWidth }, -1);
-        return F.linear(_heads.SelfAttend(qkv[0], qkv[1], qkv[2], mask, offset, cache, layer), _outWeight, _outBias);
+        var qkv = _qkv.Forward(x).split(new[] { _heads.QueryWidth, _heads.KvWidth, _heads.KvWidth }, -1);
+        return _out.Forward(_heads.SelfAttend(qkv[0], qkv[1], qkv[2], mask, offset, cache, layer));
     }
 
     public void Dispose()
     {
-        _qkvWeight.Dispose();
-        _qkvBias?.Dispose();
-        _outWeight.Dispose();
-        _outBias?.Dispose();
+        _qkv.Dispose();
+        _out.Dispose();
     }
 }
 
@@ -71,31 +68,32 @@ internal sealed class SelfAttention : IDisposable
 internal sealed class CrossAttention : IDisposable
 {
     private readonly AttentionHeads _heads;
-    private readonly Tensor _qWeight, _kvWeight, _outWeight;
-    private readonly Tensor? _qBias, _kvBias, _outBias;
+    private readonly LinearWeight _q, _kv, _out;
 
     public CrossAttention(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads)
     {
         _heads = heads;
-        (_qWeight, _qBias) = AttentionWeights.Read(w, prefix + ".w_q", heads.QueryWidth, c.DModel, c);
-        (_kvWeight, _kvBias) = AttentionWeights.Stack(w,
+        _q = w.Linear(AttentionWeights.Read(w, prefix + ".w_q", heads.QueryWidth, c.DModel, c));
+        _kv = w.Linear(AttentionWeights.Stack(w,
             AttentionWeights.Read(w, prefix + ".w_k", heads.KvWidth, c.DModel, c),
-            AttentionWeights.Read(w, prefix + ".w_v", heads.KvWidth, c.DModel, c));
-        (_outWeight, _outBias) = AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c);
+            AttentionWeights.Read(w, prefix + ".w_v", heads.KvWidth, c.DModel, c)));
+        _out = w.Linear(AttentionWeights.Read(w, prefix + ".w_o", c.DModel, heads.QueryWidth, c));
     }
 
     /// <summary>Keys and values [B,G,S,d_k] of the encoder output.</summary>
     public (Tensor Keys, Tensor Values) ProjectMemory(Tensor memory)
     {
-        var kv = F.linear(memory, _kvWeight, _kvBias).split(new[] { _heads.KvWidth, _heads.KvWidth }, -1);
+        var kv = _kv.Forward(memory).split(new[] { _heads.KvWidth, _heads.KvWidth }, -1);
         return (_heads.SplitKv(kv[0]).contiguous(), _heads.SplitKv(kv[1]).contiguous());
     }
 
     public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor sourceMask) =>
-        F.linear(_heads.Attend(F.linear(x, _qWeight, _qBias), keys, values, sourceMask), _outWeight, _outBias);
+        _out.Forward(_heads.Attend(_q.Forward(x), keys, values, sourceMask));
 
     public void Dispose()
     {
-        foreach (var t in new[] { _qWeight, _kvWeight, _outWeight, _qBias, _kvBias, _outBias }) t?.Dispose();
+        _q.Dispose();
+        _kv.Dispose();
+        _out.Dispose();
     }
 }

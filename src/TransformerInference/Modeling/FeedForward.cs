@@ -1,4 +1,5 @@
 using TransformerInference.Loading;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -11,16 +12,13 @@ namespace TransformerInference.Modeling;
 internal sealed class FeedForward : IDisposable
 {
     private readonly FeedForwardKind _kind;
-    private readonly Tensor _inWeight;
-    private readonly Tensor? _inBias;
-    private readonly Tensor _outWeight;
-    private readonly Tensor? _outBias;
+    private readonly LinearWeight _in, _out;
 
     public FeedForward(WeightSet weights, string prefix, TransformerConfig config)
     {
         _kind = config.FeedForward;
-        (_inWeight, _inBias) = ReadInput(weights, prefix, config);
-        (_outWeight, _outBias) = ReadOutput(weights, prefix, config);
+        _in = weights.Linear(ReadInput(weights, prefix, config));
+        _out = weights.Linear(ReadOutput(weights, prefix, config));
     }
 
     /// <summary>Width of the input projection's output (2·d_ff for SwiGLU).</summary>
@@ -64,13 +62,11 @@ internal sealed class FeedForward : IDisposable
     }
 
     public Tensor Forward(Tensor x) =>
-        F.linear(Activate(_kind, F.linear(x, _inWeight, _inBias)), _outWeight, _outBias);
+        _out.Forward(Activate(_kind, _in.Forward(x)));
 
     public void Dispose()
     {
-        _inWeight.Dispose();
-        _inBias?.Dispose();
-        _outWeight.Dispose();
-        _outBias?.Dispose();
+        _in.Dispose();
+        _out.Dispose();
     }
 }

@@ -1,7 +1,7 @@
 using TransformerInference.Decoding;
 using TransformerInference.Loading;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace TransformerInference.Modeling;
 
@@ -96,8 +96,7 @@ internal sealed class FusedParallelBlock : IDisposable
     private readonly AttentionHeads _heads;
     private readonly FeedForwardKind _ffn;
     private readonly long[] _splits;
-    private readonly Tensor _inWeight, _outWeight;
-    private readonly Tensor? _inBias, _outBias;
+    private readonly LinearWeight _in, _out;
 
     public FusedParallelBlock(WeightSet w, string prefix, TransformerConfig c, AttentionHeads heads)
     {
@@ -106,12 +105,12 @@ internal sealed class FusedParallelBlock : IDisposable
         _splits = new[] { heads.QueryWidth, heads.KvWidth, heads.KvWidth, (long)FeedForward.InputWidth(c) };
         var qkv = SelfAttention.ReadQkv(w, prefix + ".self_attention_block", c, heads);
         var ffnIn = FeedForward.ReadInput(w, prefix + ".feed_forward_block", c);
-        (_inWeight, _inBias) = AttentionWeights.Stack(w, qkv[0], qkv[1], qkv[2], ffnIn);
+        _in = w.Linear(AttentionWeights.Stack(w, qkv[0], qkv[1], qkv[2], ffnIn));
 
         var (wo, bo) = AttentionWeights.Read(w, prefix + ".self_attention_block.w_o", c.DModel, heads.QueryWidth, c);
         var (w2, b2) = FeedForward.ReadOutput(w, prefix + ".feed_forward_block", c);
-        _outWeight = w.Made(cat(new[] { wo, w2 }, 1));
-        _outBias = (bo, b2) switch
+        var outWeight = w.Made(cat(new[] { wo, w2 }, 1));
+        var outBias = (bo, b2) switch
         {
             (null, null) => null,
             (not null, null) => bo,
@@ -125,21 +124,20 @@ internal sealed class FusedParallelBlock : IDisposable
             bo.Dispose();
             b2.Dispose();
         }
+        _out = w.Linear((outWeight, outBias));
     }
 
     public Tensor Forward(Tensor n, Tensor? mask, long offset, KvCache? cache, int layer)
     {
-        var parts = F.linear(n, _inWeight, _inBias).split(_splits, -1);
+        var parts = _in.Forward(n).split(_splits, -1);
         var attention = _heads.SelfAttend(parts[0], parts[1], parts[2], mask, offset, cache, layer);
         var hidden = FeedForward.Activate(_ffn, parts[3]);
-        return F.linear(cat(new[] { attention, hidden }, -1), _outWeight, _outBias);
+        return _out.Forward(cat(new[] { attention, hidden }, -1));
     }
 
     public void Dispose()
     {
-        _inWeight.Dispose();
-        _inBias?.Dispose();
-        _outWeight.Dispose();
-        _outBias?.Dispose();
+        _in.Dispose();
+        _out.Dispose();
     }
 }

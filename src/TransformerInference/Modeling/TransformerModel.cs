@@ -1,8 +1,8 @@
 using TorchSharp;
 using TransformerInference.Decoding;
 using TransformerInference.Loading;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace TransformerInference.Modeling;
 
@@ -16,8 +16,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     private readonly Embeddings _sourceEmbeddings = null!, _targetEmbeddings = null!;
     private readonly TransformerLayer[] _encoderLayers, _decoderLayers;
     private readonly Norm? _encoderNorm, _decoderNorm; // absent without final norms
-    private readonly Tensor _projection = null!; // [tgt_vocab, d_model], the target embedding when tied
-    private readonly Tensor? _projectionBias;
+    private readonly LinearWeight _projection = null!; // [tgt_vocab, d_model], the target embedding when tied
     private readonly Rotary? _rotary;
     private bool _disposed;
 
@@ -47,10 +46,10 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
                 _encoderNorm = new Norm(w, "encoder.norm", c);
                 _decoderNorm = new Norm(w, "decoder.norm", c);
             }
-            _projection = c.TieOutputProjection
+            _projection = w.Linear((c.TieOutputProjection
                 ? w.Made(_targetEmbeddings.Table.alias())
-                : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel);
-            _projectionBias = w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize);
+                : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel),
+                w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize)));
             w.EnsureAllTaken();
             w.Commit();
         }
@@ -108,7 +107,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// family's projection applies log-softmax).</summary>
     public Tensor Project(Tensor hidden)
     {
-        var scores = F.linear(hidden, _projection, _projectionBias);
+        var scores = _projection.Forward(hidden);
         return Config.OutputLogSoftmax ? scores.log_softmax(-1) : scores;
     }
 
@@ -187,7 +186,6 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         _encoderNorm?.Dispose();
         _decoderNorm?.Dispose();
         _projection?.Dispose();
-        _projectionBias?.Dispose();
         _rotary?.Dispose();
     }
 }
