@@ -30,6 +30,7 @@ public static class ModelLoader
     /// <exception cref="ArgumentException">The head count does not divide d_model.</exception>
     public static TransformerModel LoadSeedCheckpoint(string path, ModelLoadOptions? options = null)
     {
+        NativeLibraryCheck.EnsureLoaded();
         options ??= new ModelLoadOptions();
         var tensors = ReadTorchSave(path);
         try
@@ -52,6 +53,7 @@ public static class ModelLoader
     /// <exception cref="CheckpointException">The config or weights cannot be used.</exception>
     public static TransformerModel LoadFolder(string folder, ModelLoadOptions? options = null)
     {
+        NativeLibraryCheck.EnsureLoaded();
         options ??= new ModelLoadOptions();
         var configPath = Path.Combine(folder, "config.json");
         if (HuggingFaceFolder.IsHuggingFace(configPath, out var hfRoot)) return LoadHuggingFace(folder, hfRoot, options);

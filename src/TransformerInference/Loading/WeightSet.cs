@@ -34,6 +34,9 @@ internal sealed class WeightSet : IDisposable
 
     public bool Contains(string name) => _tensors.ContainsKey(name);
 
+    /// <summary>Elements of every tensor taken so far: the model's parameter count (tied tables once).</summary>
+    public long TakenElements { get; private set; }
+
     /// <summary>Takes a tensor with the given shape, converted to the target device and dtype; the caller owns it.</summary>
     public Tensor Take(string name, params long[] shape)
     {
@@ -45,6 +48,7 @@ internal sealed class WeightSet : IDisposable
         if (!t.is_floating_point())
             throw new CheckpointException($"Tensor has dtype {t.dtype}, expected a floating-point type", Source, NameInFile(name));
         _taken.Add(name);
+        TakenElements += t.numel();
         var converted = t.to(DType, Device).DetachFromDisposeScope();
         if (!ReferenceEquals(converted, t) && converted.Handle != t.Handle)
         {

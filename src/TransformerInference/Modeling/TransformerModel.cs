@@ -51,6 +51,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
                 : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel),
                 w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize)));
             w.EnsureAllTaken();
+            ParameterCount = w.TakenElements;
             w.Commit();
         }
         catch
@@ -63,6 +64,9 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
 
     /// <summary>The architecture.</summary>
     public TransformerConfig Config { get; }
+
+    /// <summary>Number of weights read from the file (a tied table counts once; computed position tables not at all).</summary>
+    public long ParameterCount { get; }
     /// <inheritdoc />
     public Device Device { get; }
     /// <summary>Floating-point type of the weights and activations.</summary>

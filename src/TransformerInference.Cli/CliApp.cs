@@ -1,0 +1,97 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
+using System.Reflection;
+
+namespace TransformerInference.Cli;
+
+/// <summary>The <c>transformer-inference</c> command line: <c>translate</c> and <c>inspect</c>.</summary>
+/// <remarks>Exit codes: 0 success; 1 a file cannot be used or some input lines failed (each failed line still
+/// gives one output line); 2 a usage error (unknown, conflicting or ignored flags, values wrong for every input),
+/// reported once and naming the flag; 130 cancelled.</remarks>
+internal static class CliApp
+{
+    public const string Name = "transformer-inference";
+
+    /// <summary>Runs the command line in this process (the tool's entry point; tests call it directly).</summary>
+    /// <param name="args">The arguments.</param>
+    /// <param name="stdin">Read when no text is given and no <c>--input</c>.</param>
+    /// <param name="stdout">Translations (unless <c>--output</c>).</param>
+    /// <param name="stderr">Errors, progress and the <c>--verbose</c> summary.</param>
+    /// <param name="progress">Whether to draw live progress on <paramref name="stderr"/> (a terminal).</param>
+    /// <param name="cancellationToken">Stops at the next decoding step.</param>
+    public static async Task<int> RunAsync(string[] args, TextReader stdin, TextWriter stdout, TextWriter stderr,
+        bool progress = false, CancellationToken cancellationToken = default)
+    {
+        var io = new Io(stdin, stdout, stderr, progress);
+        var root = new RootCommand("Translate text with encoder-decoder transformers (Hugging Face Marian, M2M100, NLLB folders; " +
+                                   "pytorch-transformer seed checkpoints) on TorchSharp.")
+        {
+            TranslateCommand.Create(io),
+            InspectCommand.Create(io),
+        };
+        var beforeDoubleDash = args.TakeWhile(a => a != "--").ToArray();
+        if (beforeDoubleDash.Contains("--version") && !beforeDoubleDash.Contains("--help") && !beforeDoubleDash.Contains("-h"))
+        {
+            stdout.WriteLine(Version);
+            return ExitCodes.Success;
+        }
+        var parse = root.Parse(args);
+        try
+        {
+            if (parse.Errors.Count > 0 && parse.Action is not CommandLineAction { ClearsParseErrors: true })
+            {
+                foreach (var error in parse.Errors)
+                {
+                    // Name the flag a bad value belongs to.
+                    var option = (error.SymbolResult as OptionResult ?? error.SymbolResult?.Parent as OptionResult)?.Option;
+                    var message = option is null || error.Message.Contains(option.Name, StringComparison.Ordinal)
+                        ? error.Message
+                        : $"{option.Name}: {error.Message}";
+                    stderr.WriteLine($"{Name}: {message}");
+                }
+                stderr.WriteLine($"{Name}: see '{Name}{CommandName(parse)} --help'");
+                return ExitCodes.Usage;
+            }
+            var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+            return await parse.InvokeAsync(config, cancellationToken);
+        }
+        catch (UsageException e)
+        {
+            stderr.WriteLine($"{Name}: {e.Message} (see --help)");
+            return ExitCodes.Usage;
+        }
+        catch (OperationCanceledException)
+        {
+            stderr.WriteLine($"{Name}: cancelled");
+            return ExitCodes.Cancelled;
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or CheckpointException or InvalidDataException
+                                      or NotSupportedException or UnauthorizedAccessException or IOException or DllNotFoundException
+                                      or ArgumentException)
+        {
+            stderr.WriteLine($"{Name}: {Flags.Rewrite(e)}");
+            return ExitCodes.Failure;
+        }
+    }
+
+    /// <summary>The tool's version (informational: the package version and the commit).</summary>
+    public static string Version =>
+        typeof(CliApp).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        ?? typeof(CliApp).Assembly.GetName().Version?.ToString() ?? "unknown";
+
+    private static string CommandName(ParseResult parse) =>
+        parse.CommandResult.Command is RootCommand ? "" : " " + parse.CommandResult.Command.Name;
+}
+
+/// <summary>The tool's exit codes.</summary>
+internal static class ExitCodes
+{
+    public const int Success = 0, Failure = 1, Usage = 2, Cancelled = 130;
+}
+
+/// <summary>A bad command line: reported once, exit code 2.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>The streams a run reads and writes.</summary>
+internal sealed record Io(TextReader Stdin, TextWriter Stdout, TextWriter Stderr, bool Progress);

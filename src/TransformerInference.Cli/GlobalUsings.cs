@@ -1,0 +1,4 @@
+global using TransformerInference.Decoding;
+global using TransformerInference.Loading;
+global using TransformerInference.Modeling;
+global using TransformerInference.Tokenization;

@@ -1,0 +1,311 @@
+using System.Globalization;
+using System.Text.Json;
+using TransformerInference.Cli;
+using TransformerInference.Decoding;
+using Xunit;
+
+namespace TransformerInference.Tests;
+
+/// <summary>The <c>transformer-inference</c> tool, run in process through its entry point: one test per command-line
+/// defect of issue 10 (flags translated as text, stdin, silent conflicts, n-best indices, flag names in errors,
+/// help defaults, batching of ids…).</summary>
+public class CliTests
+{
+    private static readonly string Seed = Fixtures.Path_("seed-tiny");
+    private static readonly string[] SeedModel =
+    {
+        "--checkpoint", Path.Combine(Seed, "tmodel.pt"),
+        "--src-tokenizer", Path.Combine(Seed, "tokenizer_en.json"), "--tgt-tokenizer", Path.Combine(Seed, "tokenizer_ne.json"),
+    };
+
+    private sealed record Run(int Code, string[] Out, string Err);
+
+    private static Run Cli(string stdin, params string[] args)
+    {
+        var stdout = new StringWriter { NewLine = "\n" };
+        var stderr = new StringWriter { NewLine = "\n" };
+        var code = CliApp.RunAsync(args, new StringReader(stdin), stdout, stderr).GetAwaiter().GetResult();
+        var lines = stdout.ToString().Split('\n');
+        return new Run(code, lines.Length > 0 && lines[^1] == "" ? lines[..^1] : lines, stderr.ToString());
+    }
+
+    private static Run Translate(string stdin, params string[] args) => Cli(stdin, new[] { "translate" }.Concat(SeedModel).Concat(args).ToArray());
+
+    private static Translator SeedTranslator() => Translator.Load(Path.Combine(Seed, "tmodel.pt"), Path.Combine(Seed, "tokenizer_en.json"),
+        Path.Combine(Seed, "tokenizer_ne.json"), new TranslatorOptions { Heads = 4 });
+
+    [Theory]
+    [InlineData("-b", "4")]
+    [InlineData("-x", "I love you so much")]
+    [InlineData("--bogus", "I love you so much")]
+    public void UnknownFlagsAreUsageErrorsNotSentences(string flag, string next)
+    {
+        var r = Translate("", flag, next);
+        Assert.Equal(2, r.Code);
+        Assert.Empty(r.Out);
+        Assert.Contains($"unknown option {flag}", r.Err);
+    }
+
+    [Fact]
+    public void TextAfterDoubleDashMayStartWithADash()
+    {
+        var r = Translate("", "--", "-b");
+        Assert.Equal(0, r.Code);
+        Assert.Single(r.Out);
+    }
+
+    [Fact]
+    public void StdinIsReadWhenNoTextIsGivenOneLinePerLine()
+    {
+        var input = new[] { "I love you so much", "", "we help them ." };
+        var r = Translate(string.Join("\n", input) + "\n");
+        Assert.Equal(0, r.Code);
+        using var translator = SeedTranslator();
+        Assert.Equal(translator.Translate(input), r.Out);
+        Assert.Equal("", r.Out[1]); // an empty line gives an empty line
+    }
+
+    [Fact]
+    public void StreamRefusesJsonlAndNBestInsteadOfIgnoringThem()
+    {
+        var jsonl = Translate("", "--stream", "--format", "jsonl", "x");
+        Assert.Equal(2, jsonl.Code);
+        Assert.Contains("--stream", jsonl.Err);
+        Assert.Contains("--format jsonl", jsonl.Err);
+        var nBest = Translate("", "--stream", "--beam", "4", "--n-best", "2", "x");
+        Assert.Equal(2, nBest.Code);
+        Assert.Contains("--n-best", nBest.Err);
+    }
+
+    [Fact]
+    public void StreamWritesTheSameLinesAsABatch()
+    {
+        var r = Translate("I love you so much\nwe help them .\n", "--stream");
+        Assert.Equal(0, r.Code);
+        Assert.Equal(Translate("I love you so much\nwe help them .\n").Out, r.Out);
+    }
+
+    [Fact]
+    public void NBestTextLinesCarryTheSentenceIndexAndTheScore()
+    {
+        var input = new[] { "we help them .", "I love you so much" };
+        var r = Translate(string.Join("\n", input), "--beam", "3", "--n-best", "2");
+        Assert.Equal(0, r.Code);
+        using var translator = SeedTranslator();
+        var expected = translator.TranslateDetailed(input, new DecodingOptions { BeamSize = 3, NBest = 2 })
+            .SelectMany((t, i) => t.Hypotheses.Select(h => $"{i} ||| {h.Text} ||| {h.Hypothesis.Score.ToString("F4", CultureInfo.InvariantCulture)}"));
+        Assert.Equal(expected, r.Out);
+    }
+
+    [Fact]
+    public void LanguagesAreRejectedForModelsWithoutThem()
+    {
+        var seed = Translate("", "--src-lang", "en", "x");
+        Assert.Equal(2, seed.Code);
+        Assert.Contains("--src-lang", seed.Err);
+        var marian = Cli("", "translate", "--model", Fixtures.Path_("hf-tiny", "marian"), "--tgt-lang", "ne", "x");
+        Assert.Equal(2, marian.Code);
+        Assert.Contains("--tgt-lang", marian.Err);
+        Assert.Empty(marian.Out);
+    }
+
+    [Fact]
+    public void AnUnknownLanguageIsRejectedOnceNotPerLine()
+    {
+        var r = Cli("a\nb\nc\n", "translate", "--model", Fixtures.Path_("hf-tiny", "m2m100"), "--tgt-lang", "xx");
+        Assert.Equal(2, r.Code);
+        Assert.Empty(r.Out);
+        Assert.Single(r.Err.Trim().Split('\n'));
+        Assert.Contains("--tgt-lang xx", r.Err);
+    }
+
+    [Fact]
+    public void AValueWrongForEveryInputIsRejectedOnce()
+    {
+        foreach (var args in new[] { new[] { "--max-length", "1000" }, new[] { "--max-new-tokens", "100000" } })
+        {
+            var r = Translate("a\nb\nc\n", args);
+            Assert.Equal(2, r.Code);
+            Assert.Empty(r.Out);
+            Assert.Single(r.Err.Trim().Split('\n'));
+            Assert.Contains(args[0], r.Err);
+        }
+    }
+
+    [Theory]
+    [InlineData("--n-best 3", "--n-best")]
+    [InlineData("--beam 0", "--beam")]
+    [InlineData("--top-p 2 --sample", "--top-p")]
+    [InlineData("--length-penalty 0.5", "--length-penalty")]
+    [InlineData("--temperature 0.5", "--temperature")]
+    [InlineData("--seed 1", "--seed")]
+    [InlineData("--max-length 10 --max-new-tokens 5", "--max-new-tokens")]
+    [InlineData("--beam 2 --sample", "--sample")]
+    [InlineData("--quiet --verbose", "--verbose")]
+    [InlineData("--batch-size 0", "--batch-size")]
+    [InlineData("--threads 0", "--threads")]
+    [InlineData("--device tpu", "--device")]
+    [InlineData("--dtype int32", "--dtype")]
+    [InlineData("--format xml", "--format")]
+    public void BadOrConflictingFlagsAreUsageErrorsNamingTheFlag(string flags, string named)
+    {
+        var r = Translate("x\n", flags.Split(' '));
+        Assert.Equal(2, r.Code);
+        Assert.Empty(r.Out);
+        Assert.Contains(named, r.Err);
+        Assert.DoesNotContain("Parameter '", r.Err);
+        Assert.DoesNotContain("BeamSize", r.Err);
+        Assert.DoesNotContain("NBest", r.Err);
+    }
+
+    [Fact]
+    public void ModelFlagsThatConflictOrGoUnusedAreUsageErrors()
+    {
+        var both = Cli("", "translate", "--model", Fixtures.Path_("hf-tiny", "marian"), "--checkpoint", Path.Combine(Seed, "tmodel.pt"), "x");
+        Assert.Equal(2, both.Code);
+        Assert.Contains("--checkpoint", both.Err);
+        var tokenizer = Cli("", "translate", "--model", Fixtures.Path_("hf-tiny", "marian"), "--src-tokenizer", Path.Combine(Seed, "tokenizer_en.json"), "x");
+        Assert.Equal(2, tokenizer.Code);
+        Assert.Contains("--src-tokenizer", tokenizer.Err);
+        var ids = Translate("2 5 3\n", "--input-format", "ids");
+        Assert.Equal(2, ids.Code);
+        Assert.Contains("--src-tokenizer", ids.Err);
+        var inputAndText = Translate("", "-i", Path.Combine(Seed, "model_args.json"), "x");
+        Assert.Equal(2, inputAndText.Code);
+        Assert.Contains("--input", inputAndText.Err);
+        var none = Cli("", "translate", "x");
+        Assert.Equal(2, none.Code);
+        Assert.Contains("--model", none.Err);
+    }
+
+    [Fact]
+    public void MissingFilesExitOneNamingThePath()
+    {
+        var r = Cli("", "translate", "--model", "/nope/model", "x");
+        Assert.Equal(1, r.Code);
+        Assert.Contains("/nope/model", r.Err);
+        Assert.Contains("no such folder", r.Err);
+    }
+
+    [Fact]
+    public void HelpGivesEveryValueFlagADefaultAndADescription()
+    {
+        var r = Cli("", "translate", "--help");
+        Assert.Equal(0, r.Code);
+        var help = string.Join("\n", r.Out);
+        foreach (var flag in new[] { "--beam", "--n-best", "--length-penalty", "--temperature", "--top-k", "--top-p", "--seed", "--max-length",
+                     "--max-new-tokens", "--min-new-tokens", "--repetition-penalty", "--no-repeat-ngram", "--batch-size", "--format",
+                     "--input-format", "--device", "--dtype", "--threads", "--heads", "--src-lang", "--tgt-lang" })
+        {
+            var line = r.Out.FirstOrDefault(l => l.TrimStart().StartsWith(flag + " ", StringComparison.Ordinal) || l.Contains(", " + flag + " "));
+            Assert.True(line is not null, $"{flag} is missing from --help:\n{help}");
+            Assert.Contains("[default:", line);
+        }
+        foreach (var flag in new[] { "--input", "--output", "--quiet", "--verbose", "--version", "--stream", "--sample", "--ignore-eos" })
+            Assert.Contains(flag, help);
+    }
+
+    [Fact]
+    public void VersionIsPrinted()
+    {
+        var r = Cli("", "translate", "--version");
+        Assert.Equal(0, r.Code);
+        var expected = typeof(CliApp).Assembly.GetName().Version!;
+        Assert.StartsWith($"{expected.Major}.{expected.Minor}.{expected.Build}", r.Out.Single());
+    }
+
+    [Fact]
+    public void InputAndOutputFiles()
+    {
+        var dir = Directory.CreateTempSubdirectory("ti-cli-");
+        try
+        {
+            var input = Path.Combine(dir.FullName, "in.txt");
+            var output = Path.Combine(dir.FullName, "out.txt");
+            File.WriteAllText(input, "I love you so much\nwe help them .\n");
+            var r = Translate("this is stdin, not read", "-i", input, "-o", output, "--threads", "1", "--quiet");
+            Assert.Equal(0, r.Code);
+            Assert.Empty(r.Out);
+            Assert.Equal("", r.Err);
+            Assert.Equal(Translate("I love you so much\nwe help them .\n").Out, File.ReadAllLines(output));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public void VerboseWritesOneSummaryLine()
+    {
+        var r = Translate("a\nb\nc\n", "--verbose", "--batch-size", "2");
+        Assert.Equal(0, r.Code);
+        Assert.Equal(3, r.Out.Length);
+        var summary = Assert.Single(r.Err.Trim().Split('\n'));
+        Assert.Contains("3 lines (0 failed) in 2 batches", summary);
+        Assert.Contains("tokens/s", summary);
+    }
+
+    [Fact]
+    public void AFailingLineStillGivesOneOutputLineAndTheOthersGoOn()
+    {
+        var tooLong = string.Join(' ', Enumerable.Repeat("we", 200));
+        var r = Translate($"I love you so much\n{tooLong}\nwe help them .\n");
+        Assert.Equal(1, r.Code);
+        Assert.Equal(3, r.Out.Length);
+        Assert.Equal("ERROR", r.Out[1]);
+        Assert.Contains("line 2:", r.Err);
+        using var translator = SeedTranslator();
+        Assert.Equal(translator.Translate("we help them ."), r.Out[2]);
+        var jsonl = Translate($"{tooLong}\n", "--format", "jsonl");
+        Assert.True(JsonDocument.Parse(jsonl.Out.Single()).RootElement.TryGetProperty("error", out _));
+    }
+
+    [Fact]
+    public void IdsInputIsDecodedInBatchesOfBatchSizeWithTheSameResults()
+    {
+        using var translator = SeedTranslator();
+        var sentences = new[] { "I love you so much", "we help them .", "we help them .", "I love you so much", "we" };
+        var tokenizer = TransformerInference.Tokenization.WordLevelTokenizer.Create(Path.Combine(Seed, "tokenizer_en.json"));
+        var lines = sentences.Select(t => string.Join(' ', new[] { 2 }.Concat(tokenizer.EncodeToIds(t)).Append(3))).ToArray();
+        var checkpoint = new[] { "translate", "--checkpoint", Path.Combine(Seed, "tmodel.pt"), "--input-format", "ids", "--verbose" };
+        var batched = Cli(string.Join("\n", lines), checkpoint.Concat(new[] { "--batch-size", "4" }).ToArray());
+        Assert.Equal(0, batched.Code);
+        Assert.Contains("5 lines (0 failed) in 2 batches", batched.Err);
+        var alone = Cli(string.Join("\n", lines), checkpoint.Concat(new[] { "--batch-size", "1" }).ToArray());
+        Assert.Contains("in 5 batches", alone.Err);
+        Assert.Equal(alone.Out, batched.Out);
+        // The ids are the library's translation, framed by the start and end tokens.
+        var expected = translator.TranslateDetailed(sentences).Select(t => string.Join(' ', new[] { 2 }.Concat(t.Ids).Append(3)));
+        Assert.Equal(expected, batched.Out);
+    }
+
+    [Fact]
+    public void HuggingFaceFolderTranslatesWithItsLanguages()
+    {
+        var folder = Fixtures.Path_("hf-tiny", "m2m100");
+        var c = Fixtures.Json("hf-tiny", "m2m100", "expected.json").GetProperty("translation").EnumerateArray().First();
+        var r = Cli(c.GetProperty("input").GetString()! + "\n", "translate", "--model", folder,
+            "--src-lang", c.GetProperty("src_lang").GetString()!, "--tgt-lang", c.GetProperty("tgt_lang").GetString()!, "--beam", "1",
+            "--max-length", c.GetProperty("generation").GetProperty("max_length").GetInt32().ToString(CultureInfo.InvariantCulture));
+        Assert.Equal(0, r.Code);
+        Assert.Equal(c.GetProperty("output").GetString(), r.Out.Single());
+    }
+
+    [Fact]
+    public void InspectReportsFamilySizesAndLanguages()
+    {
+        var r = Cli("", "inspect", Fixtures.Path_("hf-tiny", "m2m100"), "--format", "json");
+        Assert.Equal(0, r.Code);
+        var info = JsonDocument.Parse(r.Out.Single()).RootElement;
+        var config = Fixtures.Json("hf-tiny", "m2m100", "config.json");
+        Assert.Equal("M2M100", info.GetProperty("family").GetString());
+        Assert.Equal(config.GetProperty("d_model").GetInt32(), info.GetProperty("d_model").GetInt32());
+        Assert.Equal(config.GetProperty("encoder_layers").GetInt32(), info.GetProperty("encoder_layers").GetInt32());
+        Assert.True(info.GetProperty("parameters").GetInt64() > 0);
+        Assert.Contains("ne", info.GetProperty("languages").EnumerateArray().Select(l => l.GetString()));
+        var seed = Cli("", "inspect", Path.Combine(Seed, "tmodel.pt"), "--heads", "4");
+        Assert.Equal(0, seed.Code);
+        Assert.Contains(seed.Out, l => l.StartsWith("heads ", StringComparison.Ordinal) && l.EndsWith(" 4", StringComparison.Ordinal));
+    }
+}

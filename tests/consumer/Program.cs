@@ -1,0 +1,9 @@
+// A consumer of the TransformerInference package: translates with the seed demo model whose folder is the argument.
+using System.Text;
+using TransformerInference;
+
+Console.OutputEncoding = new UTF8Encoding(false);
+var demo = args.Length > 0 ? args[0] : throw new ArgumentException("usage: consumer DEMO_MODEL_FOLDER");
+using var translator = await Translator.LoadAsync(Path.Combine(demo, "tmodel.pt"),
+    Path.Combine(demo, "tokenizer_en.json"), Path.Combine(demo, "tokenizer_ne.json"), new TranslatorOptions { Heads = 4 });
+Console.WriteLine(await translator.TranslateAsync("I love you so much"));
