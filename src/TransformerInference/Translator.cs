@@ -69,6 +69,9 @@ public sealed class Translator : IDisposable
             throw new ArgumentException($"The source tokenizer's [PAD] is {sourcePad}, the model's padding id is {model.PadId}.", nameof(source));
     }
 
+    /// <summary>The name in metrics and traces (<see cref="TranslatorOptions.Name"/>).</summary>
+    public string Name => _options.Name;
+
     /// <summary>The model (for id-level use with <see cref="Generator"/>).</summary>
     public TransformerModel Model { get; }
 
@@ -146,22 +149,33 @@ public sealed class Translator : IDisposable
     public IReadOnlyList<Translation> TranslateDetailed(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(texts);
-        var sources = texts.Select(Frame).ToArray();
+        var options = WithFamilyRules(decoding);
+        using var telemetry = TranslatorDiagnostics.Begin(Name, texts.Count, options);
         var hypotheses = new IReadOnlyList<Hypothesis>[texts.Count];
-        _gate.Wait(cancellationToken);
+        int[]?[] sources;
         try
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            foreach (var batch in Batches(sources))
+            sources = texts.Select(Frame).ToArray();
+            TranslatorDiagnostics.Wait(_gate, Name, cancellationToken);
+            try
             {
-                var results = Generator.Generate(Model, batch.Select(i => (IReadOnlyList<int>)sources[i]!).ToArray(),
-                    WithFamilyRules(decoding), cancellationToken: cancellationToken);
-                for (var j = 0; j < batch.Count; j++) hypotheses[batch[j]] = results[j];
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                foreach (var batch in Batches(sources))
+                {
+                    var inputs = batch.Select(i => (IReadOnlyList<int>)sources[i]!).ToArray();
+                    var results = telemetry.Batch(inputs, onToken => Generator.Generate(Model, inputs, options, onToken, cancellationToken));
+                    for (var j = 0; j < batch.Count; j++) hypotheses[batch[j]] = results[j];
+                }
+            }
+            finally
+            {
+                _gate.Release();
             }
         }
-        finally
+        catch (Exception e)
         {
-            _gate.Release();
+            telemetry.Fail(e);
+            throw;
         }
         return Enumerable.Range(0, texts.Count).Select(i =>
         {
@@ -183,9 +197,19 @@ public sealed class Translator : IDisposable
     public async IAsyncEnumerable<string> TranslateStreamAsync(string text, DecodingOptions? decoding = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var source = Frame(text);
-        if (source is null) yield break;
         var options = WithFamilyRules(decoding);
+        using var telemetry = TranslatorDiagnostics.Begin(Name, 1, options);
+        int[]? source;
+        try
+        {
+            source = Frame(text);
+        }
+        catch (Exception e)
+        {
+            telemetry.Fail(e);
+            throw;
+        }
+        if (source is null) yield break;
         var channel = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         // Tensors and dispose scopes are per thread: the whole search runs on one worker thread.
@@ -193,12 +217,12 @@ public sealed class Translator : IDisposable
         {
             try
             {
-                _gate.Wait(linked.Token);
+                TranslatorDiagnostics.Wait(_gate, Name, linked.Token);
                 try
                 {
                     ObjectDisposedException.ThrowIf(_disposed, this);
-                    var result = Generator.Generate(Model, new[] { source }, options,
-                        options.BeamSize == 1 ? (_, token) => channel.Writer.TryWrite(token) : null, linked.Token);
+                    var result = telemetry.Batch(new[] { source }, onToken => Generator.Generate(Model, new[] { source }, options,
+                        options.BeamSize == 1 ? onToken : null, linked.Token), (_, token) => channel.Writer.TryWrite(token));
                     if (options.BeamSize > 1) foreach (var token in result[0][0].Ids) channel.Writer.TryWrite(token);
                 }
                 finally
@@ -209,6 +233,8 @@ public sealed class Translator : IDisposable
             }
             catch (Exception e)
             {
+                // A consumer that stopped reading (cancelled or done early) is not a failure of the translation.
+                if (!(e is OperationCanceledException && linked.IsCancellationRequested && !cancellationToken.IsCancellationRequested)) telemetry.Fail(e);
                 channel.Writer.Complete(e);
             }
         }, CancellationToken.None);

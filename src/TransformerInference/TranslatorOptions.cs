@@ -6,6 +6,9 @@ namespace TransformerInference;
 /// <summary>How a <see cref="Translator"/> loads its model and batches its inputs.</summary>
 public sealed record TranslatorOptions
 {
+    /// <summary>The translator's name in metrics (tag <c>model</c>) and traces (default <c>default</c>).</summary>
+    public string Name { get; init; } = "default";
+
     /// <summary>Device for the model (default CPU). <c>torch.CUDA</c> needs the CUDA backend package.</summary>
     public Device? Device { get; init; }
 
