@@ -12,7 +12,9 @@ namespace TransformerInference.Samples.Benchmark;
 /// <param name="DType">Weights and activations.</param>
 /// <param name="Small">d_model 256 and 3+3 layers instead of the base size, for a quick check.</param>
 /// <param name="Calls">Calls made by the soak mode.</param>
-internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small, int Calls = 2000)
+/// <param name="Model">tokenizer: a SentencePiece model file (default: the oracle's BPE and unigram models).</param>
+/// <param name="Lines">tokenizer: a text file, one input per line, or an oracle expected.jsonl.gz.</param>
+internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small, int Calls = 2000, string? Model = null, string? Lines = null)
 {
     public const string Usage = """
         usage: dotnet run -c Release --project samples/Benchmark -- <mode> [options]
@@ -22,11 +24,15 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                    pytorch  ours (cached, naive) vs Python torch (naive, KV-cached) on the same weights, 64 new tokens,
                             batch 1; needs: apt-get install python3-torch libopenblas0-pthread (float32 only)
                    soak     memory (RSS, live tensors) over thousands of greedy/sampling/beam calls (small model)
+                   tokenizer  SentencePiece tokens/s: ours vs python sentencepiece (per-line and batch calls) on the
+                            same lines, alternated; needs: apt-get install python3-sentencepiece
           options: --threads N            LibTorch threads (default 1)
                    --runs N               timed runs after one warm-up, median reported (default 3)
                    --dtype float32|bfloat16  (default float32)
                    --small                d_model 256, 3+3 layers (quick run)
                    --calls N              soak: calls to make (default 2000)
+                   --model FILE           tokenizer: a .model file (default: the spm-oracle fixture's bpe16k and unigram16k)
+                   --lines FILE           tokenizer: text, one input per line (default: the spm-oracle fixture's 6,011 lines)
         """;
 
     /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> with the offending one.</summary>
@@ -34,8 +40,9 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
     {
         if (args.Length == 0) throw new ArgumentException("No mode given.");
         var mode = args[0];
-        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak")) throw new ArgumentException($"Unknown mode '{mode}'.");
+        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak" or "tokenizer")) throw new ArgumentException($"Unknown mode '{mode}'.");
         int threads = 1, runs = 3, calls = 2000;
+        string? model = null, lines = null;
         var dtype = ScalarType.Float32;
         var small = false;
         for (var i = 1; i < args.Length; i++)
@@ -49,6 +56,8 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 case "--runs": runs = Positive(Value()); break;
                 case "--small": small = true; break;
                 case "--calls": calls = Positive(Value()); break;
+                case "--model": model = Value(); break;
+                case "--lines": lines = Value(); break;
                 case "--dtype":
                     dtype = Value() switch
                     {
@@ -60,7 +69,7 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 default: throw new ArgumentException($"Unknown option '{args[i]}'.");
             }
         }
-        return new Options(mode, threads, runs, dtype, small, calls);
+        return new Options(mode, threads, runs, dtype, small, calls, model, lines);
     }
 }
 
@@ -98,6 +107,7 @@ internal static class Program
             case "threads": Modes.Threads(options); break;
             case "pytorch": return Modes.PyTorch(options);
             case "soak": Modes.Soak(options); break;
+            case "tokenizer": return Modes.Tokenizer(options);
         }
         return 0;
     }

@@ -99,7 +99,7 @@ internal sealed class SentencePieceSegmenter
         _userDefined = [.. mergeable.Where(p => _types[p.Value] == PieceType.UserDefined).Select(p => p.Key).OrderByDescending(p => p.Length)];
         if (!_bpe)
         {
-            _trie = new CharTrie(mergeable);
+            _trie = new CharTrie(mergeable, id => _types[id] != PieceType.Unused);
         }
     }
 
@@ -235,8 +235,8 @@ internal sealed class SentencePieceSegmenter
                         break;
                     }
 
-                    int id = trie.Value(node);
-                    if (id < 0 || _types[id] == PieceType.Unused)
+                    int id = trie.Value(node); // -1 also for unused pieces, which unigram never emits
+                    if (id < 0)
                     {
                         continue;
                     }
@@ -246,7 +246,7 @@ internal sealed class SentencePieceSegmenter
 
                     // sentencepiece: `score` is a double (user-defined bonus `length * max_score - 0.1`, length in
                     // UTF-8 bytes) and so is the candidate; the best score is stored as a float.
-                    double score = _types[id] == PieceType.UserDefined
+                    double score = _userDefined.Length > 0 && _types[id] == PieceType.UserDefined
                         ? (float)Encoding.UTF8.GetByteCount(text.AsSpan(start, length)) * _maxScore - 0.1
                         : _scores[id];
                     double candidate = score + tillHere;
@@ -521,39 +521,96 @@ internal sealed class SentencePieceSegmenter
         public readonly record struct Pair(float Score, int Left, int Right, int Size);
     }
 
-    /// <summary>A trie of pieces over UTF-16 characters, walked one character at a time.</summary>
+    /// <summary>
+    /// A trie of pieces over UTF-16 characters, walked one character at a time: the root's children in a direct
+    /// table, the other edges in an open-addressing hash table keyed by (node, character).
+    /// </summary>
     private sealed class CharTrie
     {
-        private readonly Dictionary<long, int> _children = [];
-        private readonly List<int> _values = [-1];
+        private readonly int[] _root = new int[char.MaxValue + 1]; // character -> child of the root, 0 = none
+        private readonly long[] _keys; // (node << 16 | character) + 1, 0 = empty slot
+        private readonly int[] _children;
+        private readonly int _mask;
+        private readonly int[] _values; // node -> piece id, or -1
 
-        public CharTrie(Dictionary<string, int> pieces)
+        /// <param name="pieces">The pieces and their ids.</param>
+        /// <param name="emitted">Whether a piece is a value of the trie; the others only lead to longer pieces.</param>
+        public CharTrie(Dictionary<string, int> pieces, Func<int, bool> emitted)
         {
+            var edges = new Dictionary<long, int>();
+            var values = new List<int> { -1 };
             foreach ((string piece, int id) in pieces)
             {
                 int node = 0;
                 foreach (char c in piece)
                 {
                     long key = ((long)node << 16) | c;
-                    if (!_children.TryGetValue(key, out int child))
+                    if (!edges.TryGetValue(key, out int child))
                     {
-                        child = _values.Count;
-                        _values.Add(-1);
-                        _children.Add(key, child);
+                        child = values.Count;
+                        values.Add(-1);
+                        edges.Add(key, child);
                     }
 
                     node = child;
                 }
 
-                _values[node] = id;
+                values[node] = emitted(id) ? id : -1;
+            }
+
+            _values = [.. values];
+            int capacity = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, edges.Count * 2));
+            _keys = new long[capacity];
+            _children = new int[capacity];
+            _mask = capacity - 1;
+            foreach ((long key, int child) in edges)
+            {
+                if (key >> 16 == 0)
+                {
+                    _root[(int)(key & 0xFFFF)] = child;
+                    continue;
+                }
+
+                int slot = Slot(key);
+                while (_keys[slot] != 0)
+                {
+                    slot = (slot + 1) & _mask;
+                }
+
+                _keys[slot] = key + 1;
+                _children[slot] = child;
             }
         }
 
         /// <summary>The child of <paramref name="node"/> by <paramref name="c"/>, or -1.</summary>
-        public int Next(int node, char c) => _children.TryGetValue(((long)node << 16) | c, out int child) ? child : -1;
+        public int Next(int node, char c)
+        {
+            if (node == 0)
+            {
+                int child = _root[c];
+                return child == 0 ? -1 : child;
+            }
+
+            long key = ((long)node << 16) | c;
+            for (int slot = Slot(key); ; slot = (slot + 1) & _mask)
+            {
+                long stored = _keys[slot];
+                if (stored == key + 1)
+                {
+                    return _children[slot];
+                }
+
+                if (stored == 0)
+                {
+                    return -1;
+                }
+            }
+        }
 
         /// <summary>The piece id ending at <paramref name="node"/>, or -1.</summary>
         public int Value(int node) => _values[node];
+
+        private int Slot(long key) => (int)((ulong)(key * unchecked((long)0x9E3779B97F4A7C15)) >> 40) & _mask;
     }
 
     /// <summary>The parts of a serialized <c>ModelProto</c> the segmenter uses.</summary>
