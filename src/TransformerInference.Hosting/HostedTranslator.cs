@@ -69,8 +69,8 @@ public sealed partial class HostedTranslator : IDisposable
         Options = options;
         _logger = logger;
         _load = load ?? (() => options.ModelFolder is { } folder
-            ? Translator.Load(folder, options.ToTranslatorOptions(name))
-            : Translator.Load(options.ModelPath!, options.SourceTokenizerPath!, options.TargetTokenizerPath!, options.ToTranslatorOptions(name)));
+            ? Translator.Load(folder, options.ToTranslatorOptions(name, logger))
+            : Translator.Load(options.ModelPath!, options.SourceTokenizerPath!, options.TargetTokenizerPath!, options.ToTranslatorOptions(name, logger)));
     }
 
     /// <summary>The registered name.</summary>

@@ -51,10 +51,12 @@ public sealed class TranslatorHostOptions
     /// <summary>Seconds a refused caller is told to wait (<c>Retry-After</c>, default 1).</summary>
     public int RetryAfterSeconds { get; set; } = 1;
 
-    /// <summary>The library options these settings make, named <paramref name="name"/> in metrics and traces.</summary>
-    public TranslatorOptions ToTranslatorOptions(string name) => new()
+    /// <summary>The library options these settings make, named <paramref name="name"/> in metrics and traces, with the
+    /// translator's warnings going to <paramref name="logger"/>.</summary>
+    public TranslatorOptions ToTranslatorOptions(string name, Microsoft.Extensions.Logging.ILogger? logger = null) => new()
     {
         Name = name,
+        Logger = logger,
         Heads = Heads,
         Threads = Threads,
         MaxBatchSize = MaxBatchSize,

@@ -294,6 +294,7 @@ public sealed class Translator : IDisposable
             var lead = encoded.TakeWhile(_pieces.IsSpecialToken).Count();
             var tail = encoded.Reverse().TakeWhile(_pieces.IsSpecialToken).Count();
             var body = Math.Max(Model.MaxSourceLength - lead - tail, 0);
+            TranslatorDiagnostics.Truncated(_options.Logger, Name, encoded.Length, Model.MaxSourceLength);
             return encoded[..(lead + body)].Concat(encoded[^tail..]).ToArray();
         }
         var ids = _source.EncodeToIds(text);
@@ -305,6 +306,7 @@ public sealed class Translator : IDisposable
                 throw new ArgumentException(
                     $"The input has {ids.Count} tokens; the model accepts at most {room} (source length {Model.MaxSourceLength} minus [SOS] and [EOS]). Input starts: \"{Preview(text)}\".",
                     nameof(text));
+            TranslatorDiagnostics.Truncated(_options.Logger, Name, ids.Count + 2, Model.MaxSourceLength);
             ids = ids.Take(room).ToArray();
         }
         var framed = new int[ids.Count + 2];

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Logging;
 using TransformerInference.Decoding;
 
 namespace TransformerInference;
@@ -33,6 +34,15 @@ public static class TranslatorDiagnostics
     internal static readonly Histogram<long> BatchSize = Meter.CreateHistogram<long>("transformer_inference.batch.size", "{sequence}", "Sequences decoded together.");
     internal static readonly Histogram<double> Prefill = Meter.CreateHistogram<double>("transformer_inference.prefill.duration", "s", "Encoder and first decode step of a batch.");
     internal static readonly Histogram<double> DecodeToken = Meter.CreateHistogram<double>("transformer_inference.decode.token_duration", "s", "One decode step after the first.");
+
+    private static readonly Action<ILogger, string, int, int, Exception?> TruncatedMessage = LoggerMessage.Define<string, int, int>(
+        LogLevel.Warning, new EventId(1, "InputTruncated"), "Translator {Model}: an input of {Tokens} tokens was cut to the model's {Limit}");
+
+    /// <summary>Warns that an input was cut to the model's source length.</summary>
+    internal static void Truncated(ILogger? logger, string model, int tokens, int limit)
+    {
+        if (logger is not null) TruncatedMessage(logger, model, tokens, limit, null);
+    }
 
     /// <summary>Starts the telemetry of one translation call.</summary>
     internal static CallTelemetry Begin(string model, int texts, DecodingOptions options) => new(model, texts, options);

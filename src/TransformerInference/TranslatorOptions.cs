@@ -9,6 +9,10 @@ public sealed record TranslatorOptions
     /// <summary>The translator's name in metrics (tag <c>model</c>) and traces (default <c>default</c>).</summary>
     public string Name { get; init; } = "default";
 
+    /// <summary>Receives the translator's warnings (an input cut to the model's limit with <see cref="Truncate"/>);
+    /// null: none are written.</summary>
+    public Microsoft.Extensions.Logging.ILogger? Logger { get; init; }
+
     /// <summary>Device for the model (default CPU). <c>torch.CUDA</c> needs the CUDA backend package.</summary>
     public Device? Device { get; init; }
 

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using TransformerInference.Hosting;
@@ -43,6 +44,27 @@ public sealed class HostingTests
             await host.StopAsync();
         }
         Assert.Throws<ObjectDisposedException>(() => first.Translate("I love you"));
+    }
+
+    [Fact]
+    public async Task Logs_the_load_and_the_translators_warnings()
+    {
+        var logs = new CapturingLogs();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders().AddProvider(logs).AddFilter<CapturingLogs>(null, LogLevel.Debug);
+        builder.Services.AddTranslator("cut", o => { DemoFiles(o); o.Truncate = true; });
+        builder.Services.Configure<TranslatorHostingOptions>(o => o.WaitForLoad = true);
+        using var host = builder.Build();
+        await host.StartAsync();
+        var translator = host.Services.GetRequiredService<ITranslatorProvider>().Get("cut");
+        var layers = translator.Translator.Model.Config.EncoderLayers;
+        Assert.Contains(logs.Entries, e => e.Level == LogLevel.Information && e.Message.StartsWith("Translator cut loaded: seed, " + layers, StringComparison.Ordinal));
+
+        var limit = translator.Translator.Model.MaxSourceLength;
+        await translator.TranslateAsync(new[] { string.Join(" ", Enumerable.Repeat("love", 100)) });
+        Assert.Contains(logs.Entries, e => e.Level == LogLevel.Warning && e.Message == $"Translator cut: an input of 102 tokens was cut to the model's {limit}");
+        Assert.Contains(logs.Entries, e => e.Level == LogLevel.Debug && e.Message.StartsWith("Translator cut: 1 texts, ", StringComparison.Ordinal));
+        await host.StopAsync();
     }
 
     [Fact]
@@ -114,5 +136,27 @@ public sealed class HostingTests
             translator = translators.FirstOrDefault(t => name is null || t.Name == name);
             return translator is not null;
         }
+    }
+}
+
+/// <summary>Keeps every log entry written through it.</summary>
+internal sealed class CapturingLogs : ILoggerProvider
+{
+    public System.Collections.Concurrent.ConcurrentQueue<(LogLevel Level, string Message)> Entries { get; } = new();
+
+    public ILogger CreateLogger(string categoryName) => new Logger(this);
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class Logger(CapturingLogs owner) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            owner.Entries.Enqueue((logLevel, formatter(state, exception)));
     }
 }
