@@ -19,7 +19,7 @@ namespace TransformerInference;
 /// Console.WriteLine(translator.Translate("I love you so much"));
 /// </code>
 /// </example>
-public sealed class Translator : IDisposable
+public sealed class Translator : IDisposable, IAsyncDisposable
 {
     private readonly Tokenizer _source, _target;
     private readonly TranslatorOptions _options;
@@ -133,17 +133,23 @@ public sealed class Translator : IDisposable
         }
     }
 
+    /// <summary>Loads a Hugging Face folder like <see cref="Load(string, TranslatorOptions?)"/> on a worker thread.</summary>
+    public static Task<Translator> LoadAsync(string folder, TranslatorOptions? options = null, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Load(folder, options), cancellationToken);
+
     /// <summary>Builds a translator from parts. The model is not disposed with the translator.</summary>
     public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null) =>
         new(model, sourceTokenizer, targetTokenizer, options ?? new TranslatorOptions(), ownsModel: false);
 
     /// <summary>Translates one text. Empty input (no tokens) gives empty output.</summary>
     /// <exception cref="ArgumentException">The text has more tokens than the model accepts (and truncation is off).</exception>
-    public string Translate(string text, DecodingOptions? decoding = null) => TranslateDetailed(new[] { text }, decoding)[0].Text;
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before every step).</exception>
+    public string Translate(string text, DecodingOptions? decoding = null, CancellationToken cancellationToken = default) =>
+        TranslateDetailed(new[] { text }, decoding, cancellationToken)[0].Text;
 
     /// <summary>Translates texts in batches; results are in input order and do not depend on the batching.</summary>
-    public IReadOnlyList<string> Translate(IReadOnlyList<string> texts, DecodingOptions? decoding = null) =>
-        TranslateDetailed(texts, decoding).Select(t => t.Text).ToArray();
+    public IReadOnlyList<string> Translate(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default) =>
+        TranslateDetailed(texts, decoding, cancellationToken).Select(t => t.Text).ToArray();
 
     /// <summary>Translates texts, returning ids, scores and (with beam search) the n-best hypotheses.</summary>
     public IReadOnlyList<Translation> TranslateDetailed(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default)
@@ -185,13 +191,20 @@ public sealed class Translator : IDisposable
         }).ToArray();
     }
 
+    /// <summary>Translates texts in batches on a worker thread (see <see cref="Translate(IReadOnlyList{string}, DecodingOptions?, CancellationToken)"/>).</summary>
+    public Task<IReadOnlyList<string>> TranslateAsync(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        return Task.Run(() => Translate(texts, decoding, cancellationToken), cancellationToken);
+    }
+
     /// <summary>Translates one text on a worker thread.</summary>
     public Task<string> TranslateAsync(string text, DecodingOptions? decoding = null, CancellationToken cancellationToken = default) =>
         Task.Run(() => TranslateDetailed(new[] { text }, decoding, cancellationToken)[0].Text, cancellationToken);
 
     /// <summary>
     /// Yields the translation piece by piece as its tokens are produced — the pieces joined give the text
-    /// <see cref="Translate(string, DecodingOptions?)"/> returns (greedy or sampling; beam search yields its
+    /// <see cref="Translate(string, DecodingOptions?, CancellationToken)"/> returns (greedy or sampling; beam search yields its
     /// best hypothesis once it is complete). Cancelling stops decoding at the next step and frees its tensors.
     /// </summary>
     public async IAsyncEnumerable<string> TranslateStreamAsync(string text, DecodingOptions? decoding = null,
@@ -349,9 +362,28 @@ public sealed class Translator : IDisposable
         _gate.Wait();
         try
         {
-            if (_disposed) return;
-            _disposed = true;
-            if (_ownsModel) Model.Dispose();
+            FreeModel();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private void FreeModel()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        if (_ownsModel) Model.Dispose();
+    }
+
+    /// <summary>Waits without blocking a thread for a running translation to finish, then frees the model.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _gate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            FreeModel();
         }
         finally
         {

@@ -55,9 +55,21 @@ public sealed record TranslatorOptions
 /// <param name="Text">The best translation.</param>
 /// <param name="Ids">Target token ids of the best translation, without <c>[SOS]</c>/<c>[EOS]</c>.</param>
 /// <param name="Hypotheses">Every returned hypothesis, best first, with its text.</param>
-public sealed record Translation(string Text, IReadOnlyList<int> Ids, IReadOnlyList<TranslationHypothesis> Hypotheses);
+public sealed record Translation(string Text, IReadOnlyList<int> Ids, IReadOnlyList<TranslationHypothesis> Hypotheses)
+{
+    /// <summary>Score of the best translation: its log-probability for greedy search and sampling, the
+    /// length-normalised log-probability (log-probability / length^LengthPenalty) for beam search; 0 for empty input.</summary>
+    public double Score => Hypotheses.Count > 0 ? Hypotheses[0].Hypothesis.Score : 0;
+
+    /// <summary>Sum of the log-probabilities of the best translation's tokens (its end token included); 0 for empty input.</summary>
+    public double LogProbability => Hypotheses.Count > 0 ? Hypotheses[0].Hypothesis.LogProbability : 0;
+}
 
 /// <summary>One hypothesis with its text.</summary>
 /// <param name="Text">Decoded text.</param>
 /// <param name="Hypothesis">Ids and scores.</param>
-public sealed record TranslationHypothesis(string Text, Decoding.Hypothesis Hypothesis);
+public sealed record TranslationHypothesis(string Text, Decoding.Hypothesis Hypothesis)
+{
+    /// <summary>The hypothesis's ranking score (see <see cref="Decoding.Hypothesis.Score"/>).</summary>
+    public double Score => Hypothesis.Score;
+}

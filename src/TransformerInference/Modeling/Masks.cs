@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace TransformerInference.Modeling;
 
 /// <summary>Boolean attention masks, true where a query may attend a key.</summary>
-public static class Masks
+internal static class Masks
 {
     /// <summary>Source key mask <c>[B,1,1,S]</c>: true where the source id is not padding.</summary>
     public static Tensor SourceKeyMask(Tensor sourceIds, int padId) => sourceIds.ne(padId).unsqueeze(1).unsqueeze(1);

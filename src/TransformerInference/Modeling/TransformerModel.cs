@@ -85,7 +85,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     public int MaxTargetLength => Config.MaxTargetPositions;
 
     /// <summary>Encoder: ids <c>[B,S]</c> and source mask <c>[B,1,1,S]</c> → memory <c>[B,S,d_model]</c> (after the final norm, if any).</summary>
-    public Tensor Encode(Tensor source, Tensor sourceMask)
+    internal Tensor Encode(Tensor source, Tensor sourceMask)
     {
         CheckIds(source, Config.SourceVocabSize, MaxSourceLength, "source");
         var x = _sourceEmbeddings.Forward(source, 0);
@@ -95,7 +95,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
 
     /// <summary>Decoder over a whole target prefix without a cache (the reference path): memory, source mask,
     /// target ids <c>[B,T]</c> and target mask <c>[B|1,1,T,T]</c> → hidden states <c>[B,T,d_model]</c>.</summary>
-    public Tensor Decode(Tensor memory, Tensor sourceMask, Tensor target, Tensor targetMask)
+    internal Tensor Decode(Tensor memory, Tensor sourceMask, Tensor target, Tensor targetMask)
     {
         CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
         var x = _targetEmbeddings.Forward(target, 0);
@@ -109,7 +109,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
 
     /// <summary>Output projection: hidden states → scores over the target vocabulary (log-probabilities when the
     /// family's projection applies log-softmax).</summary>
-    public Tensor Project(Tensor hidden)
+    internal Tensor Project(Tensor hidden)
     {
         var scores = _projection.Forward(hidden);
         return Config.OutputLogSoftmax ? scores.log_softmax(-1) : scores;
@@ -143,7 +143,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
 
     /// <summary>Decoder on new target ids <c>[B,T]</c> placed after the cached positions; appends their keys and
     /// values to <paramref name="cache"/> and returns hidden states <c>[B,T,d_model]</c>.</summary>
-    public Tensor DecodeStep(Tensor target, KvCache cache)
+    internal Tensor DecodeStep(Tensor target, KvCache cache)
     {
         var offset = cache.Length;
         var count = target.shape[1];
