@@ -110,11 +110,13 @@ static int RunIds(CommandLine cli)
                     .Select(t => int.TryParse(t, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= 0 && v < model.Config.SourceVocabSize
                         ? v : throw new ArgumentException($"'{t}' is not a source token id (0..{model.Config.SourceVocabSize - 1})."))
                     .ToArray();
-                var h = Generator.Generate(model, new[] { ids }, decoding)[0];
-                var output = new[] { decoding.DecoderStartTokenId ?? model.SosId }.Concat(h[0].Ids).Concat(h[0].Finished ? new[] { model.EosId } : Array.Empty<int>()).ToArray();
+                var hypotheses = Generator.Generate(model, new[] { ids }, decoding)[0];
+                int[] Sequence(Hypothesis h) => new[] { decoding.DecoderStartTokenId ?? model.SosId }.Concat(h.Ids)
+                    .Concat(h.Finished ? new[] { model.EosId } : Array.Empty<int>()).ToArray();
                 Console.WriteLine(cli.Format == "jsonl"
-                    ? JsonSerializer.Serialize(new { input = line, ids = output })
-                    : string.Join(' ', output));
+                    ? JsonSerializer.Serialize(new { input = line, ids = Sequence(hypotheses[0]),
+                        n_best = hypotheses.Select(h => new { ids = Sequence(h), score = h.Score }) })
+                    : string.Join(' ', Sequence(hypotheses[0])));
             }
             catch (ArgumentException e)
             {
@@ -145,9 +147,8 @@ static void WriteResult(CommandLine cli, string input, Translation r)
 {
     if (cli.Format == "jsonl")
     {
-        object line = cli.Decoding.NBest > 1
-            ? new { input, output = r.Text, ids = r.Ids, n_best = r.Hypotheses.Select(h => new { output = h.Text, ids = h.Hypothesis.Ids, score = h.Hypothesis.Score }) }
-            : new { input, output = r.Text, ids = r.Ids };
+        // n_best: every returned hypothesis, ids as Hugging Face's generate returns them, score length-penalised.
+        var line = new { input, output = r.Text, ids = r.Ids, n_best = r.Hypotheses.Select(h => new { ids = h.Sequence, output = h.Text, score = h.Hypothesis.Score }) };
         Console.WriteLine(JsonSerializer.Serialize(line, JsonOptions.Value));
         return;
     }
@@ -191,14 +192,19 @@ sealed class CommandLine
           --device cpu|cuda        (default cpu; cuda needs the build property TorchBackend=cuda)
         Input / output:
           --input-format text|ids  ids: each line holds space-separated source ids ([SOS] ... [EOS] included)
-          --format text|jsonl      jsonl: {"input","output","ids"} or {"input","error"} per line
+          --format text|jsonl      jsonl: {"input","output","ids","n_best":[{"ids","output","score"}]} or
+                                   {"input","error"} per line; n_best ids start with the decoder start token and
+                                   end with [EOS], score is the length-penalised beam score
           --batch-size N           sentences decoded together (default 32)
           --stream                 print tokens as they are produced
         Decoding:
-          --max-length N           longest target sequence, [SOS] included (default: the model's)
+          --max-length N           longest target sequence, [SOS] included (Hugging Face's max_length; default: the
+                                   model folder's, else the model's target positions)
           --max-new-tokens N       most generated tokens
           --min-new-tokens N       --ignore-eos
-          --beam N  --n-best N  --length-penalty X
+          --min-length N           Hugging Face's min_length: [EOS] banned while the sequence, [SOS] included, is shorter
+          --beam N  --n-best N  --length-penalty X   (num_beams, num_return_sequences, length_penalty)
+          --early-stopping true|false|never   when beam search stops (Hugging Face's early_stopping; default false)
           --sample  --temperature X  --top-k N  --top-p X  --seed N
           --repetition-penalty X  --no-repeat-ngram N
         """;
@@ -259,6 +265,19 @@ sealed class CommandLine
                 case "--max-new-tokens": d = d with { MaxNewTokens = Int() }; break;
                 case "--min-new-tokens": d = d with { MinNewTokens = Int() }; break;
                 case "--ignore-eos": d = d with { IgnoreEos = true }; break;
+                case "--min-length": d = d with { MinLength = Int() }; break;
+                case "--early-stopping":
+                    d = d with
+                    {
+                        EarlyStopping = Value() switch
+                        {
+                            "true" => EarlyStopping.Immediate,
+                            "false" => EarlyStopping.Heuristic,
+                            "never" => EarlyStopping.Never,
+                            var other => throw new UsageException($"--early-stopping must be true, false or never, got '{other}'"),
+                        },
+                    };
+                    break;
                 case "--beam": d = d with { BeamSize = Int() }; break;
                 case "--n-best": d = d with { NBest = Int() }; break;
                 case "--length-penalty": d = d with { LengthPenalty = Num() }; break;
@@ -279,7 +298,8 @@ sealed class CommandLine
         if (maxLength is { } ml)
         {
             if (ml < 2) throw new UsageException("--max-length must be at least 2 ([SOS] and one token)");
-            if (d.MaxNewTokens is null) d = d with { MaxNewTokens = ml - 1 };
+            // Hugging Face's max_length: reduced to the model's target positions when it asks for more.
+            if (d.MaxNewTokens is null) d = d with { MaxLength = ml };
         }
         c.DecodingGiven = d != new DecodingOptions();
         try { c.Decoding = d.Validate(); }

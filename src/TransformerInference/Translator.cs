@@ -156,6 +156,7 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(texts);
         var options = WithFamilyRules(decoding);
+        var start = Generator.StartId(Model, options);
         using var telemetry = TranslatorDiagnostics.Begin(Name, texts.Count, options);
         var hypotheses = new IReadOnlyList<Hypothesis>[texts.Count];
         int[]?[] sources;
@@ -186,7 +187,8 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         return Enumerable.Range(0, texts.Count).Select(i =>
         {
             if (sources[i] is null) return new Translation("", Array.Empty<int>(), Array.Empty<TranslationHypothesis>());
-            var all = hypotheses[i].Select(h => new TranslationHypothesis(_target.Decode(h.Ids), h)).ToArray();
+            var all = hypotheses[i].Select(h => new TranslationHypothesis(_target.Decode(h.Ids), h,
+                [start, .. h.Ids, .. h.Finished ? new[] { Model.EosId } : Array.Empty<int>()])).ToArray();
             return new Translation(all[0].Text, all[0].Hypothesis.Ids, all);
         }).ToArray();
     }

@@ -68,7 +68,9 @@ public sealed record Translation(string Text, IReadOnlyList<int> Ids, IReadOnlyL
 /// <summary>One hypothesis with its text.</summary>
 /// <param name="Text">Decoded text.</param>
 /// <param name="Hypothesis">Ids and scores.</param>
-public sealed record TranslationHypothesis(string Text, Decoding.Hypothesis Hypothesis)
+/// <param name="Sequence">The target sequence as Hugging Face's <c>generate</c> returns it: the decoder start token
+/// first, then the generated ids, then <c>[EOS]</c> when the hypothesis finished.</param>
+public sealed record TranslationHypothesis(string Text, Decoding.Hypothesis Hypothesis, IReadOnlyList<int> Sequence)
 {
     /// <summary>The hypothesis's ranking score (see <see cref="Decoding.Hypothesis.Score"/>).</summary>
     public double Score => Hypothesis.Score;

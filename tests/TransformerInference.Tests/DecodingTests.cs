@@ -28,7 +28,8 @@ public class DecodingTests : IDisposable
         for (var i = 0; i < _sources.Length; i++)
         {
             // The beam code path itself at width 1 (Generate sends BeamSize 1 to the greedy loop).
-            var beam = BeamSearch.Run(_model, new[] { _sources[i] }, _model.MaxTargetLength - 1, new DecodingOptions { LengthPenalty = 0 }, default)[0][0];
+            using var search = new BeamSearch(_model, 1, new DecodingOptions { LengthPenalty = 0 }, _model.MaxTargetLength - 1);
+            var beam = Generator.Run(_model, new[] { _sources[i] }, search, default)[0][0];
             Assert.Equal(greedy[i][0].Ids, beam.Ids);
             Assert.Equal(greedy[i][0].LogProbability, beam.LogProbability, 3);
         }

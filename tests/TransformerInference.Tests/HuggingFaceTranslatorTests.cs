@@ -56,8 +56,14 @@ public class HuggingFaceTranslatorTests
                   "repetition_penalty": 1.2, "min_length": 4, "max_length": 200, "forced_eos_token_id": 2 }
                 """);
             var d = Loading.ModelLoader.LoadGenerationDefaults(dir);
-            Assert.Equal((5, true, 0.6, 3, 1.2, 3, 200, (int?)2),
-                (d.BeamSize, d.EarlyStopping, d.LengthPenalty, d.NoRepeatNgramSize, d.RepetitionPenalty, d.MinNewTokens, d.MaxLength!.Value, d.ForcedEosTokenId));
+            Assert.Equal((5, EarlyStopping.Immediate, 0.6, 3, 1.2, (int?)4, 200, (int?)2),
+                (d.BeamSize, d.EarlyStopping, d.LengthPenalty, d.NoRepeatNgramSize, d.RepetitionPenalty, d.MinLength, d.MaxLength!.Value, d.ForcedEosTokenId));
+            File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{ "num_beams": 4, "early_stopping": "never" }""");
+            Assert.Equal(EarlyStopping.Never, Loading.ModelLoader.LoadGenerationDefaults(dir).EarlyStopping);
+            File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{ "num_beams": 4, "early_stopping": false }""");
+            Assert.Equal(EarlyStopping.Heuristic, Loading.ModelLoader.LoadGenerationDefaults(dir).EarlyStopping);
+            File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{ "early_stopping": "sometimes" }""");
+            Assert.Contains("early_stopping", Assert.Throws<Loading.CheckpointException>(() => Loading.ModelLoader.LoadGenerationDefaults(dir)).Message);
             File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{ "num_beams": "five" }""");
             var e = Assert.Throws<Loading.CheckpointException>(() => Loading.ModelLoader.LoadGenerationDefaults(dir));
             Assert.Contains("num_beams", e.Message);

@@ -29,22 +29,32 @@ public sealed record DecodingOptions
     /// generated text). Null: none.</summary>
     public IReadOnlyList<IReadOnlyList<int>>? BadWordsIds { get; init; }
 
-    /// <summary><c>[EOS]</c> is forbidden before this many tokens were generated.</summary>
+    /// <summary><c>[EOS]</c> is forbidden before this many tokens were generated (Hugging Face's
+    /// <c>min_new_tokens</c>).</summary>
     public int MinNewTokens { get; init; }
+
+    /// <summary>Hugging Face's <c>min_length</c>: <c>[EOS]</c> is forbidden while the target sequence, the decoder
+    /// start token included, is shorter than this (so at least <c>MinLength - 1</c> tokens are generated). Null or
+    /// at most 1: no such limit. Combines with <see cref="MinNewTokens"/>: the stricter one applies.</summary>
+    public int? MinLength { get; init; }
+
+    /// <summary>Fewest generated tokens before <c>[EOS]</c> may come: the stricter of <see cref="MinNewTokens"/>
+    /// and <see cref="MinLength"/>.</summary>
+    internal int MinGenerated => Math.Max(MinNewTokens, (MinLength ?? 0) - 1);
 
     /// <summary>Beam width; 1 is greedy (or sampling when <see cref="Sample"/> is set).</summary>
     public int BeamSize { get; init; } = 1;
 
-    /// <summary>Beam hypotheses are ranked by <c>log-probability / length^LengthPenalty</c>; 0 ranks by the raw sum.</summary>
+    /// <summary>Hugging Face's <c>length_penalty</c>: finished beam hypotheses are ranked by
+    /// <c>sum of log-probabilities / length^LengthPenalty</c>, length counting the generated tokens up to and
+    /// including <c>[EOS]</c> (not the start token); 0 ranks by the raw sum, &gt; 0 favours longer ones.</summary>
     public double LengthPenalty { get; init; } = 1.0;
 
-    /// <summary>Beam search stops as soon as <see cref="BeamSize"/> hypotheses have finished (faster, may miss a
-    /// better longer one). Default false: it goes on while the best live beam, ranked at its current length, beats
-    /// the worst kept hypothesis — exact with <see cref="LengthPenalty"/> 0 (scores only fall as beams grow), the
-    /// usual heuristic otherwise.</summary>
-    public bool EarlyStopping { get; init; }
+    /// <summary>Hugging Face's <c>early_stopping</c>: when a beam search may stop. Default
+    /// <see cref="Decoding.EarlyStopping.Heuristic"/> (Hugging Face's <c>false</c>).</summary>
+    public EarlyStopping EarlyStopping { get; init; }
 
-    /// <summary>Hypotheses returned per input (at most <see cref="BeamSize"/>).</summary>
+    /// <summary>Hypotheses returned per input (Hugging Face's <c>num_return_sequences</c>; at most <see cref="BeamSize"/>).</summary>
     public int NBest { get; init; } = 1;
 
     /// <summary>Sample the next token instead of taking the most likely one.</summary>
@@ -105,6 +115,8 @@ public sealed record DecodingOptions
             "[" + string.Join(", ", (BadWordsIds ?? Array.Empty<IReadOnlyList<int>>()).Select(b => "[" + string.Join(", ", b ?? Array.Empty<int>()) + "]")) + "]",
             "must hold non-empty lists of non-negative ids");
         Check(MinNewTokens >= 0, nameof(MinNewTokens), MinNewTokens, "must not be negative");
+        Check(MinLength is null or >= 0, nameof(MinLength), MinLength!, "must not be negative");
+        Check(Enum.IsDefined(EarlyStopping), nameof(EarlyStopping), EarlyStopping, "must be Heuristic, Immediate or Never");
         Check(BeamSize >= 1, nameof(BeamSize), BeamSize, "must be at least 1");
         Check(NBest >= 1 && NBest <= BeamSize, nameof(NBest), NBest, $"must be within 1..BeamSize ({BeamSize})");
         Check(!(Sample && BeamSize > 1), nameof(Sample), Sample, "cannot be combined with beam search");
@@ -115,6 +127,25 @@ public sealed record DecodingOptions
         Check(NoRepeatNgramSize >= 0, nameof(NoRepeatNgramSize), NoRepeatNgramSize, "must not be negative");
         return this;
     }
+}
+
+/// <summary>When beam search stops (Hugging Face's <c>early_stopping</c>). Every mode also stops at the length limit,
+/// where the beams still open become hypotheses.</summary>
+public enum EarlyStopping
+{
+    /// <summary>Hugging Face's <c>false</c>: once <see cref="DecodingOptions.BeamSize"/> hypotheses have finished,
+    /// stop when the best open beam's score divided by (tokens generated so far)^LengthPenalty is not above the
+    /// worst finished score.</summary>
+    Heuristic,
+
+    /// <summary>Hugging Face's <c>true</c>: stop as soon as <see cref="DecodingOptions.BeamSize"/> hypotheses have
+    /// finished.</summary>
+    Immediate,
+
+    /// <summary>Hugging Face's <c>"never"</c>: as <see cref="Heuristic"/>, but with a positive length penalty the best
+    /// open beam is judged at the longest length it could reach (the length limit), so the search only stops when
+    /// no open beam can still win.</summary>
+    Never,
 }
 
 /// <summary>One generated target sequence.</summary>

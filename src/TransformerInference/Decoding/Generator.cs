@@ -44,8 +44,50 @@ public static class Generator
         }
         if (sources.Count == 0) return Array.Empty<IReadOnlyList<Hypothesis>>();
         using var noGrad = inference_mode();
-        if (options.BeamSize > 1) return BeamSearch.Run(model, sources, maxNew, options, cancellationToken);
-        return SampleOrGreedy(model, sources, maxNew, options, onToken, cancellationToken);
+        using var search = Search.Create(model, sources, options, maxNew, onToken);
+        return Run(model, sources, search, cancellationToken);
+    }
+
+    /// <summary>Drives one search to its end: the encoder once, then one decoder step per token, the cache rows
+    /// following the rows the search keeps.</summary>
+    internal static IReadOnlyList<IReadOnlyList<Hypothesis>> Run(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources,
+        Search search, CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        KvCache cache;
+        using (var src = Batch(model, sources)) cache = model.Start(src, search.MaxNew);
+        using var _ = cache;
+        if (!IsIdentity(search.InitialRows, sources.Count))
+        {
+            using var expand = tensor(search.InitialRows.Select(i => (long)i).ToArray());
+            cache.Reorder(expand);
+        }
+        var feed = new List<long>();
+        while (search.Rows > 0)
+        {
+            ct.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var rows = search.Rows;
+            feed.Clear();
+            search.Feed(feed);
+            var logits = model.Step(tensor(feed.ToArray(), new long[] { rows, 1 }).to(model.Device), cache);
+            var keep = search.Advance(logits);
+            if (keep.Count > 0 && !IsIdentity(keep, rows))
+            {
+                using var order = tensor(keep.Select(i => (long)i).ToArray());
+                cache.Reorder(order);
+            }
+        }
+        return search.Results();
+    }
+
+    /// <summary>Whether <paramref name="rows"/> is 0, 1, …, <paramref name="count"/> − 1 (no reorder needed).</summary>
+    internal static bool IsIdentity(IReadOnlyList<int> rows, long count)
+    {
+        if (rows.Count != count) return false;
+        for (var i = 0; i < rows.Count; i++)
+            if (rows[i] != i) return false;
+        return true;
     }
 
     /// <summary>The first decoder input: <see cref="DecodingOptions.DecoderStartTokenId"/> or the model's start id.</summary>
@@ -61,75 +103,5 @@ public static class Generator
             for (var j = 0; j < sources[i].Count; j++) data[i * width + j] = sources[i][j];
         using var host = tensor(data, new long[] { sources.Count, width });
         return host.to(model.Device);
-    }
-
-    private static IReadOnlyList<IReadOnlyList<Hypothesis>> SampleOrGreedy(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources,
-        int maxNew, DecodingOptions o, Action<int, int>? onToken, CancellationToken ct)
-    {
-        var count = sources.Count;
-        ct.ThrowIfCancellationRequested();
-        KvCache cache;
-        using (var src = Batch(model, sources)) cache = model.Start(src, maxNew);
-        using var _ = cache;
-        var histories = Enumerable.Range(0, count).Select(_ => new List<int>()).ToArray();
-        var logProbSums = new double[count];
-        var finished = new bool[count];
-        var live = Enumerable.Range(0, count).ToArray(); // input index of each cache row
-        var start = StartId(model, o);
-        var feed = Enumerable.Repeat((long)start, count).ToArray();
-        var sampler = o.Sample ? new Sampler(o, sources) : null;
-        using var processing = new LogitsProcessing(o, maxNew, model.EosId, start, model.TargetVocabSize, model.Device);
-        for (var step = 0; step < maxNew && live.Length > 0; step++)
-        {
-            ct.ThrowIfCancellationRequested();
-            using var scope = NewDisposeScope();
-            var tokens = tensor(feed, new long[] { live.Length, 1 }).to(model.Device);
-            var logits = model.Step(tokens, cache);
-            var logProbs = logits.log_softmax(-1);
-            // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
-            var scores = processing.Process(logits, () => live.Select(i => (IReadOnlyList<int>)histories[i]).ToList(), step);
-            long[] next;
-            float[] chosen;
-            if (sampler is null && ReferenceEquals(scores, logits))
-            {
-                // Plain greedy: the best log-probability and its index in one op.
-                var (best, index) = logProbs.max(-1);
-                next = index.cpu().data<long>().ToArray();
-                chosen = best.cpu().data<float>().ToArray();
-            }
-            else
-            {
-                var picked = sampler is null ? scores.argmax(-1, keepdim: true)
-                    : tensor(sampler.Choose(scores, live), new long[] { live.Length, 1 }).to(model.Device);
-                next = picked.cpu().data<long>().ToArray();
-                chosen = logProbs.gather(1, picked).cpu().data<float>().ToArray();
-            }
-
-            var keep = new List<long>(live.Length);
-            for (var r = 0; r < live.Length; r++)
-            {
-                var input = live[r];
-                var token = (int)next[r];
-                logProbSums[input] += chosen[r];
-                if (token == model.EosId && !o.IgnoreEos)
-                {
-                    finished[input] = true;
-                    continue;
-                }
-                histories[input].Add(token);
-                onToken?.Invoke(input, token);
-                keep.Add(r);
-            }
-            if (keep.Count < live.Length && keep.Count > 0)
-            {
-                using var rows = tensor(keep.ToArray());
-                cache.Reorder(rows);
-            }
-            live = keep.Select(r => live[r]).ToArray();
-            feed = keep.Select(r => next[r]).ToArray();
-        }
-        return Enumerable.Range(0, count)
-            .Select(i => (IReadOnlyList<Hypothesis>)new[] { new Hypothesis(histories[i], logProbSums[i], logProbSums[i], finished[i]) })
-            .ToArray();
     }
 }

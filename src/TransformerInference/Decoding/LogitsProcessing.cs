@@ -33,7 +33,7 @@ internal sealed class LogitsProcessing : IDisposable
     }
 
     /// <summary>Whether step <paramref name="step"/> changes any score (the ban mask aside).</summary>
-    public bool ActiveAt(int step) => step < _o.MinNewTokens || _o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize > 0
+    public bool ActiveAt(int step) => step < _o.MinGenerated || _o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize > 0
         || _multiTokenBans.Count > 0 || (step == 0 && _o.ForcedBosTokenId is not null)
         || (step == _maxNew - 1 && _o.ForcedEosTokenId is not null);
 
@@ -49,7 +49,7 @@ internal sealed class LogitsProcessing : IDisposable
         var vocab = result.shape[1];
         var histories = _multiTokenBans.Count > 0 || _o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0 ? rowHistories() : null;
         if (_multiTokenBans.Count > 0) BanWords(result, histories!, _multiTokenBans, _startId);
-        if (step < _o.MinNewTokens) result.select(1, _eosId).fill_(double.NegativeInfinity);
+        if (step < _o.MinGenerated) result.select(1, _eosId).fill_(double.NegativeInfinity);
         if (_o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0) Penalise(result, histories!, _startId, _o);
         // Hugging Face's forced-token processors: every other score -inf, the forced one 0. The last token the limit
         // allows is forced after the first one, as its list applies them.

@@ -152,14 +152,22 @@ internal static class HuggingFaceFolder
                 throw new CheckpointException($"'bad_words_ids' must be a list of lists of ids, got {bad.Value.GetRawText()}", bad.File, inner: e);
             }
         }
-        // early_stopping: true stops at num_beams finished hypotheses; false and "never" search on.
-        var earlyStopping = Get("early_stopping") is { Value.ValueKind: JsonValueKind.True };
-        var minLength = Int("min_length") ?? 0;
+        // early_stopping: true, false or "never".
+        var earlyStopping = Get("early_stopping") switch
+        {
+            null => EarlyStopping.Heuristic,
+            { Value.ValueKind: JsonValueKind.Null or JsonValueKind.False } => EarlyStopping.Heuristic,
+            { Value.ValueKind: JsonValueKind.True } => EarlyStopping.Immediate,
+            { Value.ValueKind: JsonValueKind.String } f when f.Value.GetString() == "never" => EarlyStopping.Never,
+            var f => throw Bad("early_stopping", "true, false or \"never\"", f.Value),
+        };
         return new DecodingOptions
         {
             MaxLength = Int("max_length"),
-            MinNewTokens = Math.Max(minLength - 1, 0), // min_length counts the decoder start token
+            MinLength = Int("min_length") is > 0 and var minLength ? minLength : null, // counts the decoder start token
+            MinNewTokens = Int("min_new_tokens") ?? 0,
             BeamSize = Int("num_beams") ?? 1,
+            NBest = Int("num_return_sequences") ?? 1,
             EarlyStopping = earlyStopping,
             LengthPenalty = Num("length_penalty") ?? 1.0,
             RepetitionPenalty = Num("repetition_penalty") ?? 1.0,

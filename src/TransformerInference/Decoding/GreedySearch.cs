@@ -1,0 +1,85 @@
+using static TorchSharp.torch;
+
+namespace TransformerInference.Decoding;
+
+/// <summary>Greedy decoding, or sampling when the options ask for it: one row per input; a row leaves when it
+/// produces <c>[EOS]</c> or reaches the length limit.</summary>
+internal sealed class GreedySearch : Search
+{
+    private readonly List<int>[] _histories;
+    private readonly double[] _logProbSums;
+    private readonly bool[] _finished;
+    private readonly Sampler? _sampler;
+    private readonly Action<int, int>? _onToken;
+    private readonly int[] _initial;
+    private int[] _live; // input index of each row
+    private long[] _feed;
+
+    public GreedySearch(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources, DecodingOptions options, int maxNew,
+        Action<int, int>? onToken) : base(model, options, maxNew)
+    {
+        var count = sources.Count;
+        _histories = Enumerable.Range(0, count).Select(_ => new List<int>()).ToArray();
+        _logProbSums = new double[count];
+        _finished = new bool[count];
+        _initial = Enumerable.Range(0, count).ToArray();
+        _live = _initial;
+        _feed = Enumerable.Repeat((long)StartId, count).ToArray();
+        _sampler = options.Sample ? new Sampler(options, sources) : null;
+        _onToken = onToken;
+    }
+
+    public override IReadOnlyList<int> InitialRows => _initial;
+
+    public override int Rows => _live.Length;
+
+    public override void Feed(List<long> tokens) => tokens.AddRange(_feed);
+
+    public override IReadOnlyList<int> Advance(Tensor logits)
+    {
+        var step = StepIndex++;
+        var logProbs = logits.log_softmax(-1);
+        // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
+        var live = _live;
+        var scores = Processing.Process(logits, () => live.Select(i => (IReadOnlyList<int>)_histories[i]).ToList(), step);
+        long[] next;
+        float[] chosen;
+        if (_sampler is null && ReferenceEquals(scores, logits))
+        {
+            // Plain greedy: the best log-probability and its index in one op.
+            var (best, index) = logProbs.max(-1);
+            next = index.cpu().data<long>().ToArray();
+            chosen = best.cpu().data<float>().ToArray();
+        }
+        else
+        {
+            var picked = _sampler is null ? scores.argmax(-1, keepdim: true)
+                : tensor(_sampler.Choose(scores, live), new long[] { live.Length, 1 }).to(logits.device);
+            next = picked.cpu().data<long>().ToArray();
+            chosen = logProbs.gather(1, picked).cpu().data<float>().ToArray();
+        }
+
+        var keep = new List<int>(live.Length);
+        for (var r = 0; r < live.Length; r++)
+        {
+            var input = live[r];
+            var token = (int)next[r];
+            _logProbSums[input] += chosen[r];
+            if (token == EosId && !Options.IgnoreEos)
+            {
+                _finished[input] = true;
+                continue;
+            }
+            _histories[input].Add(token);
+            _onToken?.Invoke(input, token);
+            if (step + 1 < MaxNew) keep.Add(r);
+        }
+        _live = keep.Select(r => live[r]).ToArray();
+        _feed = keep.Select(r => next[r]).ToArray();
+        return keep;
+    }
+
+    public override IReadOnlyList<IReadOnlyList<Hypothesis>> Results() => Enumerable.Range(0, _histories.Length)
+        .Select(i => (IReadOnlyList<Hypothesis>)new[] { new Hypothesis(_histories[i], _logProbSums[i], _logProbSums[i], _finished[i]) })
+        .ToArray();
+}
