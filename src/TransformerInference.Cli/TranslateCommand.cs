@@ -26,7 +26,7 @@ internal static class TranslateCommand
     private static readonly Option<string?> Input = new("--input", "-i") { Description = "Read lines from FILE [default: the TEXT arguments, else stdin]", HelpName = "FILE" };
     private static readonly Option<string?> Output = new("--output", "-o") { Description = "Write to FILE [default: stdout]", HelpName = "FILE" };
     private static readonly Option<string> InputFormat = new("--input-format") { Description = "text, or ids: each line holds space-separated source ids (start and end tokens included)", HelpName = "FORMAT", DefaultValueFactory = _ => "text" };
-    private static readonly Option<string> Format = new("--format") { Description = "text (n-best: 'index ||| text ||| score' lines), or jsonl: {\"input\",\"output\",\"ids\"} or {\"input\",\"error\"} per line", HelpName = "FORMAT", DefaultValueFactory = _ => "text" };
+    private static readonly Option<string> Format = new("--format") { Description = "text (n-best: 'index ||| text ||| score' lines), or jsonl: {\"input\",\"output\",\"ids\",\"n_best\":[{\"ids\",\"output\",\"score\"}]} or {\"input\",\"error\"} per line (n_best ids as generate returns them, score length-penalised)", HelpName = "FORMAT", DefaultValueFactory = _ => "text" };
     private static readonly Option<int> BatchSize = new("--batch-size") { Description = "Lines decoded together", HelpName = "N", DefaultValueFactory = _ => 32 };
     private static readonly Option<bool> Stream = new("--stream") { Description = "Write each translation token by token as it is produced (text input and output, one hypothesis)" };
     private static readonly Option<bool> Quiet = new("--quiet", "-q") { Description = "No progress on stderr (progress is shown only when stderr is a terminal and stdout is not)" };
@@ -39,6 +39,8 @@ internal static class TranslateCommand
     private static readonly Option<int?> Beam = new("--beam") { Description = "Beam size; 1 is greedy [default: 1, or the folder's num_beams]", HelpName = "N" };
     private static readonly Option<int?> NBest = new("--n-best") { Description = "Hypotheses written per input, at most --beam [default: 1]", HelpName = "N" };
     private static readonly Option<double?> LengthPenalty = new("--length-penalty") { Description = "Beam score = log-probability / length^X [default: 1.0, or the folder's]", HelpName = "X" };
+    private static readonly Option<string?> EarlyStoppingMode = new("--early-stopping") { Description = "When beam search stops (Hugging Face's early_stopping): true (at --beam finished), false (when no open beam can beat the finished ones at its length), never (judged at the length limit) [default: false, or the folder's]", HelpName = "true|false|never" };
+    private static readonly Option<int?> MinLength = new("--min-length") { Description = "Hugging Face's min_length: the end token is banned while the sequence, start token included, is shorter [default: 0, or the folder's]", HelpName = "N" };
     private static readonly Option<bool> Sample = new("--sample") { Description = "Sample instead of searching (not with --beam > 1)" };
     private static readonly Option<double?> Temperature = new("--temperature") { Description = "Sampling temperature, with --sample [default: 1.0]", HelpName = "X" };
     private static readonly Option<int?> TopK = new("--top-k") { Description = "Sample among the K likeliest tokens, with --sample [default: 0, off]", HelpName = "K" };
@@ -54,7 +56,7 @@ internal static class TranslateCommand
         {
             Model, Checkpoint, SourceTokenizer, TargetTokenizer, SourceLanguage, TargetLanguage, Heads, Device, DType, Threads,
             Input, Output, InputFormat, Format, BatchSize, Stream, Quiet, Verbose,
-            MaxLength, MaxNewTokens, MinNewTokens, IgnoreEos, Beam, NBest, LengthPenalty, Sample, Temperature, TopK, TopP, Seed,
+            MaxLength, MaxNewTokens, MinNewTokens, MinLength, IgnoreEos, Beam, NBest, LengthPenalty, EarlyStoppingMode, Sample, Temperature, TopK, TopP, Seed,
             RepetitionPenalty, NoRepeatNgram, Text,
             new Option<bool>("--version") { Description = "Show the version and exit" },
         };
@@ -209,6 +211,20 @@ internal static class TranslateCommand
         if (sample) d = d with { Sample = true, BeamSize = Given(Beam) ?? 1 };
         if (Given(NBest) is { } nBest) d = d with { NBest = nBest };
         if (Given(LengthPenalty) is { } lengthPenalty) d = d with { LengthPenalty = lengthPenalty };
+        if (Given(MinLength) is { } minLength) d = d with { MinLength = minLength };
+        if (p.GetValue(EarlyStoppingMode) is { } stopping)
+        {
+            d = d with
+            {
+                EarlyStopping = stopping switch
+                {
+                    "true" => EarlyStopping.Immediate,
+                    "false" => EarlyStopping.Heuristic,
+                    "never" => EarlyStopping.Never,
+                    _ => throw new UsageException($"--early-stopping must be true, false or never, got '{stopping}'"),
+                },
+            };
+        }
         if (Given(Temperature) is { } temperature) d = d with { Temperature = temperature };
         if (Given(TopK) is { } topK) d = d with { TopK = topK };
         if (Given(TopP) is { } topP) d = d with { TopP = topP };
@@ -453,9 +469,7 @@ internal static class TranslateCommand
                 int[] Full(Hypothesis x) => new[] { start }.Concat(x.Ids).Concat(x.Finished ? new[] { model.EosId } : Array.Empty<int>()).ToArray();
                 if (s.Jsonl)
                 {
-                    object record = s.Decoding.NBest > 1
-                        ? new { input = batch[i], ids = Full(h[0]), n_best = h.Select(x => new { ids = Full(x), score = x.Score }) }
-                        : new { input = batch[i], ids = Full(h[0]) };
+                    var record = new { input = batch[i], ids = Full(h[0]), n_best = h.Select(x => new { ids = Full(x), score = x.Score }) };
                     output.WriteLine(JsonSerializer.Serialize(record, Json.Options));
                 }
                 else if (s.Decoding.NBest > 1)
@@ -478,9 +492,8 @@ internal static class TranslateCommand
     {
         if (s.Jsonl)
         {
-            object record = s.Decoding.NBest > 1
-                ? new { input, output = r.Text, ids = r.Ids, n_best = r.Hypotheses.Select(h => new { output = h.Text, ids = h.Hypothesis.Ids, score = h.Hypothesis.Score }) }
-                : new { input, output = r.Text, ids = r.Ids };
+            // n_best: every returned hypothesis, ids as Hugging Face's generate returns them, score length-penalised.
+            var record = new { input, output = r.Text, ids = r.Ids, n_best = r.Hypotheses.Select(h => new { ids = h.Sequence, output = h.Text, score = h.Hypothesis.Score }) };
             output.WriteLine(JsonSerializer.Serialize(record, Json.Options));
         }
         else if (s.Decoding.NBest > 1)
