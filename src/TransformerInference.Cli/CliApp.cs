@@ -18,12 +18,14 @@ internal static class CliApp
     /// <param name="stdin">Read when no text is given and no <c>--input</c>.</param>
     /// <param name="stdout">Translations (unless <c>--output</c>).</param>
     /// <param name="stderr">Errors, progress and the <c>--verbose</c> summary.</param>
-    /// <param name="progress">Whether to draw live progress on <paramref name="stderr"/> (a terminal).</param>
+    /// <param name="stderrIsTerminal">Whether <paramref name="stderr"/> is a terminal (live progress is drawn there).</param>
+    /// <param name="stdoutIsTerminal">Whether <paramref name="stdout"/> is a terminal (then translations are the
+    /// progress, unless <c>--output</c> sends them to a file).</param>
     /// <param name="cancellationToken">Stops at the next decoding step.</param>
     public static async Task<int> RunAsync(string[] args, TextReader stdin, TextWriter stdout, TextWriter stderr,
-        bool progress = false, CancellationToken cancellationToken = default)
+        bool stderrIsTerminal = false, bool stdoutIsTerminal = false, CancellationToken cancellationToken = default)
     {
-        var io = new Io(stdin, stdout, stderr, progress);
+        var io = new Io(stdin, stdout, stderr, stderrIsTerminal, stdoutIsTerminal);
         var root = new RootCommand("Translate text with encoder-decoder transformers (Hugging Face Marian, M2M100, NLLB folders; " +
                                    "pytorch-transformer seed checkpoints) on TorchSharp.")
         {
@@ -94,4 +96,4 @@ internal static class ExitCodes
 internal sealed class UsageException(string message) : Exception(message);
 
 /// <summary>The streams a run reads and writes.</summary>
-internal sealed record Io(TextReader Stdin, TextWriter Stdout, TextWriter Stderr, bool Progress);
+internal sealed record Io(TextReader Stdin, TextWriter Stdout, TextWriter Stderr, bool StderrIsTerminal, bool StdoutIsTerminal);

@@ -29,7 +29,7 @@ internal static class TranslateCommand
     private static readonly Option<string> Format = new("--format") { Description = "text (n-best: 'index ||| text ||| score' lines), or jsonl: {\"input\",\"output\",\"ids\",\"n_best\":[{\"ids\",\"output\",\"score\"}]} or {\"input\",\"error\"} per line (n_best ids as generate returns them, score length-penalised)", HelpName = "FORMAT", DefaultValueFactory = _ => "text" };
     private static readonly Option<int> BatchSize = new("--batch-size") { Description = "Lines decoded together", HelpName = "N", DefaultValueFactory = _ => 32 };
     private static readonly Option<bool> Stream = new("--stream") { Description = "Write each translation token by token as it is produced (text input and output, one hypothesis)" };
-    private static readonly Option<bool> Quiet = new("--quiet", "-q") { Description = "No progress on stderr (progress is shown only when stderr is a terminal and stdout is not)" };
+    private static readonly Option<bool> Quiet = new("--quiet", "-q") { Description = "No progress on stderr (shown only when stderr is a terminal and the translations go to a file or a pipe)" };
     private static readonly Option<bool> Verbose = new("--verbose", "-v") { Description = "A one-line summary on stderr at the end (lines, tokens, time, speed)" };
     // Decoding
     private static readonly Option<int?> MaxLength = new("--max-length") { Description = "Longest target sequence, start token included [default: the model's or the folder's max_length]", HelpName = "N" };
@@ -85,7 +85,6 @@ internal static class TranslateCommand
         public IReadOnlyList<string> Sentences { get; init; } = Array.Empty<string>();
         public bool Quiet { get; init; }
         public bool Verbose { get; init; }
-        public int? MaxLengthFlag { get; init; }
         public int? MaxNewTokensFlag { get; init; }
     }
 
@@ -98,7 +97,7 @@ internal static class TranslateCommand
         using var reader = s.Input is { } inputPath ? new StreamReader(inputPath, Encoding.UTF8) : null;
         var lines = s.Sentences.Count > 0 ? s.Sentences : ReadLines(reader ?? io.Stdin);
         var stats = new Stats();
-        var code = await Progress.RunAsync(io, s.Quiet, status => s.Ids
+        var code = await Progress.RunAsync(io, s.Quiet, toFile: s.Output is not null, status => s.Ids
             ? RunIds(s, lines, output, io, stats, status, ct)
             : RunText(s, lines, output, io, stats, status, ct));
         output.Flush();
@@ -276,7 +275,6 @@ internal static class TranslateCommand
             Sentences = sentences,
             Quiet = Has(Quiet),
             Verbose = Has(Verbose),
-            MaxLengthFlag = Given(MaxLength),
             MaxNewTokensFlag = Given(MaxNewTokens),
         };
     }
@@ -314,11 +312,10 @@ internal static class TranslateCommand
         }
     }
 
-    /// <summary>Values wrong for every input, found once the model's limits are known.</summary>
+    /// <summary>Values wrong for every input, found once the model's limits are known. (--max-length is Hugging Face's
+    /// max_length: a value above the model's positions is reduced to them, as there.)</summary>
     private static void CheckLimits(Settings s, int maxTargetLength)
     {
-        if (s.MaxLengthFlag is { } ml && ml - 1 > maxTargetLength)
-            throw new UsageException($"--max-length {ml} exceeds what the model can generate ({maxTargetLength + 1}, start token included)");
         if (s.MaxNewTokensFlag is { } mn && mn > maxTargetLength)
             throw new UsageException($"--max-new-tokens {mn} exceeds the model's {maxTargetLength} target positions");
         if (s.Decoding.MinNewTokens > maxTargetLength)

@@ -122,7 +122,7 @@ public class CliTests
     [Fact]
     public void AValueWrongForEveryInputIsRejectedOnce()
     {
-        foreach (var args in new[] { new[] { "--max-length", "1000" }, new[] { "--max-new-tokens", "100000" } })
+        foreach (var args in new[] { new[] { "--max-new-tokens", "100000" }, new[] { "--min-new-tokens", "100000" } })
         {
             var r = Translate("a\nb\nc\n", args);
             Assert.Equal(2, r.Code);
@@ -130,6 +130,10 @@ public class CliTests
             Assert.Single(r.Err.Trim().Split('\n'));
             Assert.Contains(args[0], r.Err);
         }
+        // --max-length is Hugging Face's max_length: above the model's positions it is reduced to them, as there.
+        var clamped = Translate("I love you so much\n", "--max-length", "1000");
+        Assert.Equal(0, clamped.Code);
+        Assert.Equal(Translate("I love you so much\n").Out, clamped.Out);
     }
 
     [Theory]
