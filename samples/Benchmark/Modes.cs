@@ -208,6 +208,8 @@ internal static class Table
     /// <summary>Prints a table whose first <paramref name="textColumns"/> columns are left-aligned labels and the rest right-aligned numbers.</summary>
     public static void Print(IReadOnlyList<string> header, IEnumerable<string[]> rows, int textColumns = 1)
     {
+        rows = rows.ToList();
+        Report.Tables.Add((header, (List<string[]>)rows));
         Console.WriteLine("| " + string.Join(" | ", header) + " |");
         Console.WriteLine("|" + string.Join("|", header.Select((_, i) => i < textColumns ? "---" : "---:")) + "|");
         foreach (var row in rows) Console.WriteLine("| " + string.Join(" | ", row) + " |");

@@ -14,7 +14,13 @@ namespace TransformerInference.Samples.Benchmark;
 /// <param name="Calls">Calls made by the soak mode.</param>
 /// <param name="Model">tokenizer: a SentencePiece model file (default: the oracle's BPE and unigram models).</param>
 /// <param name="Lines">tokenizer: a text file, one input per line, or an oracle expected.jsonl.gz.</param>
-internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small, int Calls = 2000, string? Model = null, string? Lines = null)
+/// <param name="Shape">kernels mode: base, small, opus-mt or nllb-600m.</param>
+/// <param name="Tokens">kernels mode: new tokens per sequence.</param>
+/// <param name="AllKernels">kernels mode: also the portable kernel and LibTorch bfloat16.</param>
+/// <param name="Json">File to write the results to as JSON, or null.</param>
+internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small, int Calls = 2000,
+    string? Model = null, string? Lines = null,
+    string Shape = "base", int Tokens = 64, bool AllKernels = false, string? Json = null)
 {
     public const string Usage = """
         usage: dotnet run -c Release --project samples/Benchmark -- <mode> [options]
@@ -26,6 +32,9 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                    soak     memory (RSS, live tensors) over thousands of greedy/sampling/beam calls (small model)
                    tokenizer  SentencePiece tokens/s: ours vs python sentencepiece (per-line and batch calls) on the
                             same lines, alternated; needs: apt-get install python3-sentencepiece
+                   kernels  weight-product kernels: LibTorch vs ours float32 vs ours int8, batch 1 and 16, 32-token
+                            sources, exactly --tokens new tokens, alternated runs (ms/step, tokens/s)
+                   limits   measured read bandwidth and float32 matmul peak, and our decode step as % of each
           options: --threads N            LibTorch threads (default 1)
                    --runs N               timed runs after one warm-up, median reported (default 3)
                    --dtype float32|bfloat16  (default float32)
@@ -33,6 +42,10 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                    --calls N              soak: calls to make (default 2000)
                    --model FILE           tokenizer: a .model file (default: the spm-oracle fixture's bpe16k and unigram16k)
                    --lines FILE           tokenizer: text, one input per line (default: the spm-oracle fixture's 6,011 lines)
+                   --shape NAME           kernels/limits: base (default), small, opus-mt, nllb-600m
+                   --tokens N             kernels: new tokens per sequence (default 64)
+                   --all-kernels          kernels: also our portable kernel and LibTorch bfloat16
+                   --json FILE            also write the results as JSON
         """;
 
     /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> with the offending one.</summary>
@@ -40,11 +53,14 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
     {
         if (args.Length == 0) throw new ArgumentException("No mode given.");
         var mode = args[0];
-        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak" or "tokenizer")) throw new ArgumentException($"Unknown mode '{mode}'.");
-        int threads = 1, runs = 3, calls = 2000;
+        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak" or "tokenizer" or "kernels" or "limits")) throw new ArgumentException($"Unknown mode '{mode}'.");
+        int threads = 1, runs = 3, calls = 2000, tokens = 64;
         string? model = null, lines = null;
         var dtype = ScalarType.Float32;
         var small = false;
+        var allKernels = false;
+        string shape = "base";
+        string? json = null;
         for (var i = 1; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
@@ -58,6 +74,13 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 case "--calls": calls = Positive(Value()); break;
                 case "--model": model = Value(); break;
                 case "--lines": lines = Value(); break;
+                case "--tokens": tokens = Positive(Value()); break;
+                case "--all-kernels": allKernels = true; break;
+                case "--json": json = Value(); break;
+                case "--shape":
+                    shape = Value();
+                    RandomModel.Shape(shape); // throws on an unknown name
+                    break;
                 case "--dtype":
                     dtype = Value() switch
                     {
@@ -69,7 +92,7 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 default: throw new ArgumentException($"Unknown option '{args[i]}'.");
             }
         }
-        return new Options(mode, threads, runs, dtype, small, calls, model, lines);
+        return new Options(mode, threads, runs, dtype, small, calls, model, lines, shape, tokens, allKernels, json);
     }
 }
 
@@ -93,7 +116,9 @@ internal static class Program
         Console.WriteLine($"`dotnet run -c Release --project samples/Benchmark -- {string.Join(' ', args)}`");
         Console.WriteLine();
         torch.set_num_threads(options.Threads);
-        var config = RandomModel.Config(options.Small || options.Mode == "soak"); // soak always uses the small model
+        var config = options.Mode is "kernels" or "limits"
+            ? RandomModel.Shape(options.Shape)
+            : RandomModel.Config(options.Small || options.Mode == "soak"); // soak always uses the small model
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} logical CPUs, " +
             $"LibTorch threads {torch.get_num_threads()}, {options.DType}, d_model {config.DModel}, " +
             $"{config.EncoderLayers}+{config.DecoderLayers} layers, d_ff {config.DFF}, vocab {config.TargetVocabSize}, " +
@@ -105,10 +130,19 @@ internal static class Program
             case "cache": Modes.Cache(options); break;
             case "levers": Modes.Levers(options); break;
             case "threads": Modes.Threads(options); break;
-            case "pytorch": return Modes.PyTorch(options);
+            case "pytorch":
+                var code = Modes.PyTorch(options);
+                if (code == 0 && options.Json is { } file) Report.Write(file, args, options);
+                return code;
             case "soak": Modes.Soak(options); break;
-            case "tokenizer": return Modes.Tokenizer(options);
+            case "tokenizer":
+                var status = Modes.Tokenizer(options);
+                if (status == 0 && options.Json is { } output) Report.Write(output, args, options);
+                return status;
+            case "kernels": Modes.Kernels(options); break;
+            case "limits": Modes.Limits(options); break;
         }
+        if (options.Json is { } path) Report.Write(path, args, options);
         return 0;
     }
 }

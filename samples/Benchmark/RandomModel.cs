@@ -34,8 +34,25 @@ internal static class RandomModel
 
     /// <summary>Builds the model from a state dict of random tensors in canonical naming (fixed seed: every run and
     /// every variant gets the same numbers where shapes agree).</summary>
-    public static TransformerModel Create(TransformerConfig c, ScalarType dtype, long seed = 1234) =>
-        FromWeights(c, Weights(c, seed), dtype);
+    public static TransformerModel Create(TransformerConfig c, ScalarType dtype, long seed = 1234,
+        WeightQuantization quantization = WeightQuantization.None) =>
+        FromWeights(c, Weights(c, seed), dtype, quantization);
+
+    /// <summary>A named shape: <c>base</c>/<c>small</c> (<see cref="Config"/>), <c>opus-mt</c> (Marian en→de: d_model
+    /// 512, 6+6, d_ff 2048, vocab 58,101) or <c>nllb-600m</c> (NLLB-200-distilled-600M: d_model 1024, 12+12, 16 heads,
+    /// d_ff 4096, vocab 256,206). Only the sizes follow the real models; the layers are the seed's.</summary>
+    public static TransformerConfig Shape(string name) => name switch
+    {
+        "base" => Config(small: false),
+        "small" => Config(small: true),
+        "opus-mt" => Config(small: false) with { SourceVocabSize = 58101, TargetVocabSize = 58101 },
+        "nllb-600m" => Config(small: false) with
+        {
+            SourceVocabSize = 256206, TargetVocabSize = 256206, DModel = 1024, DFF = 4096, EncoderLayers = 12,
+            DecoderLayers = 12, Heads = 16,
+        },
+        _ => throw new ArgumentException($"Unknown shape '{name}' (base, small, opus-mt, nllb-600m)."),
+    };
 
     /// <summary>The random float32 state dict in canonical naming (fixed seed), for callers that also need the
     /// tensors themselves (the <c>pytorch</c> mode saves them for Python); the caller owns them until
@@ -53,8 +70,9 @@ internal static class RandomModel
 
     /// <summary>Builds the model from <paramref name="weights"/>; the model takes ownership of them (in float32 it
     /// uses these very tensors, so dispose the model, not the tensors).</summary>
-    public static TransformerModel FromWeights(TransformerConfig c, Dictionary<string, Tensor> weights, ScalarType dtype) =>
-        ModelLoader.FromStateDict(c, weights, new ModelLoadOptions { DType = dtype }, "random weights");
+    public static TransformerModel FromWeights(TransformerConfig c, Dictionary<string, Tensor> weights, ScalarType dtype,
+        WeightQuantization quantization = WeightQuantization.None) =>
+        ModelLoader.FromStateDict(c, weights, new ModelLoadOptions { DType = dtype, Quantization = quantization }, "random weights");
 
     private static Dictionary<string, Tensor> StateDict(TransformerConfig c)
     {

@@ -19,6 +19,10 @@ public sealed record TranslatorOptions
     /// <summary>Floating-point type of the model (default float32).</summary>
     public ScalarType DType { get; init; } = ScalarType.Float32;
 
+    /// <summary>Storage of the linear-layer weights (default none: as loaded). <see cref="WeightQuantization.Int8"/>
+    /// quantizes them at load (CPU float32 models).</summary>
+    public WeightQuantization Quantization { get; init; }
+
     /// <summary>Attention heads of a seed checkpoint, which does not record them (default 8).</summary>
     public int Heads { get; init; } = 8;
 
@@ -48,7 +52,7 @@ public sealed record TranslatorOptions
     public string? TargetLanguage { get; init; }
 
     internal ModelLoadOptions ToLoadOptions(SpecialTokenIds ids) =>
-        new() { Device = Device, DType = DType, Heads = Heads, SpecialIds = ids };
+        new() { Device = Device, DType = DType, Heads = Heads, SpecialIds = ids, Quantization = Quantization };
 }
 
 /// <summary>One translated input.</summary>

@@ -3,6 +3,7 @@ using System.Text.Json;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using TransformerInference.Modeling;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Loading;
@@ -125,7 +126,18 @@ public static class ModelLoader
     private static TransformerModel Build(TransformerConfig config, Dictionary<string, Tensor> tensors, string source, ModelLoadOptions options,
         Func<string, string>? nameInFile = null)
     {
-        using var weights = new WeightSet(tensors, source, options.Device ?? CPU, options.DType) { NameInFile = nameInFile ?? (n => n) };
+        var device = options.Device ?? CPU;
+        LinearKernels kernels;
+        try
+        {
+            kernels = LinearKernels.Choose(options.Kernel, options.Quantization, device, options.DType);
+        }
+        catch
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw;
+        }
+        using var weights = new WeightSet(tensors, source, device, options.DType) { NameInFile = nameInFile ?? (n => n), Kernels = kernels };
         using var _ = no_grad();
         return new TransformerModel(config, weights, options.FuseParallel);
     }

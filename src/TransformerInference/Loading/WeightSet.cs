@@ -32,6 +32,9 @@ internal sealed class WeightSet : IDisposable
     /// <summary>The name a canonical tensor has in the file, for messages (Hugging Face folders are renamed on load).</summary>
     public Func<string, string> NameInFile { get; init; } = name => name;
 
+    /// <summary>How weight products are prepared (kernel, weight format); chosen by the loader.</summary>
+    public LinearKernels Kernels { get; init; } = LinearKernels.LibTorch;
+
     public bool Contains(string name) => _tensors.ContainsKey(name);
 
     /// <summary>Elements of every tensor taken so far: the model's parameter count (tied tables once).</summary>
@@ -82,7 +85,7 @@ internal sealed class WeightSet : IDisposable
     /// <summary>Prepares a weight product from a taken (or made) weight and bias; the product owns them.</summary>
     public LinearWeight Linear((Tensor Weight, Tensor? Bias) p)
     {
-        var linear = LinearKernels.Create(p.Weight, p.Bias);
+        var linear = Kernels.Create(p.Weight, p.Bias);
         _linears.Add(linear);
         return linear;
     }

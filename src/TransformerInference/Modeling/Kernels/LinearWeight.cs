@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -51,8 +54,71 @@ internal sealed class TorchLinear : LinearWeight
     }
 }
 
-/// <summary>Chooses the kernel of each weight product at load.</summary>
-internal static class LinearKernels
+/// <summary>Which kernel runs the weight products: set by tests and measurements (<see cref="Loading.ModelLoadOptions"/>
+/// or the <c>TRANSFORMERINFERENCE_KERNEL</c> environment variable); <see cref="Auto"/> picks by device and CPU.</summary>
+internal enum LinearKernel
 {
-    public static LinearWeight Create(Tensor weight, Tensor? bias) => new TorchLinear(weight, bias);
+    Auto,
+    LibTorch,
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+/// <summary>Chooses, once per model load, how every weight product is prepared and run.</summary>
+/// <param name="Cpu">Our kernel width, or null for LibTorch's product.</param>
+/// <param name="Format">How our kernels store the weights.</param>
+internal sealed record LinearKernels(CpuKernel? Cpu, PackedFormat Format)
+{
+    public const string EnvironmentVariable = "TRANSFORMERINFERENCE_KERNEL";
+
+    /// <summary>LibTorch's product on the weights as loaded.</summary>
+    public static LinearKernels LibTorch { get; } = new(null, PackedFormat.Float32);
+
+    /// <summary>The kernels for a model on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
+    /// <exception cref="ArgumentException">The quantization or kernel cannot run there (our kernels are CPU float32 only).</exception>
+    public static LinearKernels Choose(LinearKernel requested, WeightQuantization quantization, Device device, ScalarType dtype)
+    {
+        if (requested == LinearKernel.Auto)
+        {
+            var env = Environment.GetEnvironmentVariable(EnvironmentVariable);
+            if (!string.IsNullOrEmpty(env) && !Enum.TryParse(env, ignoreCase: true, out requested))
+                throw new ArgumentException($"{EnvironmentVariable}='{env}' is not one of auto, libtorch, avx512, avx2, portable.");
+        }
+        var ours = device.type == DeviceType.CPU && dtype == ScalarType.Float32;
+        var format = quantization switch
+        {
+            WeightQuantization.None => PackedFormat.Float32,
+            WeightQuantization.Int8 => PackedFormat.Int8,
+            _ => throw new ArgumentException($"Unknown weight quantization {quantization}.", nameof(quantization)),
+        };
+        if (!ours)
+        {
+            if (format != PackedFormat.Float32)
+                throw new ArgumentException($"{quantization} weights run on CPU float32 models only, not {dtype} on {device.type}.", nameof(quantization));
+            if (requested is not (LinearKernel.Auto or LinearKernel.LibTorch))
+                throw new ArgumentException($"The {requested} kernel runs on CPU float32 models only, not {dtype} on {device.type}.");
+            return LibTorch;
+        }
+        CpuKernel? cpu = requested switch
+        {
+            LinearKernel.LibTorch => null,
+            LinearKernel.Avx512 => CpuKernel.Avx512,
+            LinearKernel.Avx2 => CpuKernel.Avx2,
+            LinearKernel.Portable => CpuKernel.Portable,
+            _ => Best(),
+        };
+        if (cpu is null && format != PackedFormat.Float32)
+            throw new ArgumentException($"{quantization} weights need our CPU kernels; the LibTorch kernel was requested.", nameof(quantization));
+        return new LinearKernels(cpu, format);
+    }
+
+    /// <summary>The widest of our kernels the CPU runs natively.</summary>
+    public static CpuKernel Best() =>
+        Vector512.IsHardwareAccelerated ? CpuKernel.Avx512
+        : Avx2.IsSupported && Fma.IsSupported ? CpuKernel.Avx2
+        : CpuKernel.Portable;
+
+    public LinearWeight Create(Tensor weight, Tensor? bias) =>
+        Cpu is { } kernel ? new PackedLinear(weight, bias, kernel, Format) : new TorchLinear(weight, bias);
 }

@@ -1,0 +1,193 @@
+using System.Runtime.CompilerServices;
+
+namespace TransformerInference.Modeling.Kernels;
+
+/// <summary>How packed weights are stored: one element type per struct, so the kernels specialise per format.</summary>
+internal unsafe interface IWeightFormat
+{
+    /// <summary>Bytes per weight.</summary>
+    static abstract int Size { get; }
+    /// <summary>One vector of weights, widened to float.</summary>
+    static abstract TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct;
+}
+
+/// <summary>float32 weights.</summary>
+internal readonly unsafe struct Float32Weights : IWeightFormat
+{
+    public static int Size => 4;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct => TOps.Load((float*)p);
+}
+
+/// <summary>int8 weights (a float scale per output channel is applied after the sum).</summary>
+internal readonly unsafe struct Int8Weights : IWeightFormat
+{
+    public static int Size => 1;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct => TOps.LoadInt8((sbyte*)p);
+}
+
+/// <summary>bfloat16 weights (widened exactly to float in registers).</summary>
+internal readonly unsafe struct BFloat16Weights : IWeightFormat
+{
+    public static int Size => 2;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct => TOps.LoadBFloat16((ushort*)p);
+}
+
+/// <summary>
+/// <c>y[m, n] = scale[n] · Σ_k x[m, k] · W[n, k] + bias[n]</c> on weights packed in panels of <c>2·Count</c> output
+/// columns, each panel <c>k</c>-major (<c>panel[k][j]</c>), so a panel is one contiguous stream. Every output element
+/// is one fused multiply-add chain over <c>k</c> in order, whatever the row count, the row's place in the batch or
+/// the vector width: a row's result does not depend on what it is batched with, and all paths agree bit for bit.
+/// Rows are taken in blocks of up to 64, so the weights are read from memory once per block (once per decode step).
+/// </summary>
+internal static unsafe class PackedKernel<TOps, TV, TFormat>
+    where TOps : IVectorOps<TV> where TV : struct where TFormat : IWeightFormat
+{
+    private const int RowBlock = 64;
+
+    /// <summary>Output columns per panel.</summary>
+    public static int Width => 2 * TOps.Count;
+
+    /// <summary>Runs the product for rows <c>[0, m)</c> of <paramref name="x"/> (<c>m × k</c>, row-major) into
+    /// output columns of panels <c>[firstPanel, endPanel)</c> of <paramref name="y"/> (<c>m × n</c>).
+    /// <paramref name="scale"/> and <paramref name="bias"/> are null or padded to whole panels.</summary>
+    public static void Run(float* x, float* y, long m, int k, int n, byte* weights, float* scale, float* bias, int firstPanel, int endPanel)
+    {
+        var width = Width;
+        var panels = endPanel;
+        var fullPanels = Math.Min(endPanel, n / width);
+        var panelBytes = (long)k * width * TFormat.Size;
+        // The last, partial panel is stored through this buffer so nothing past a row is written. Allocated here:
+        // a stackalloc inside the micro-kernels would stop the JIT inlining their stores (and spill accumulators).
+        var scratch = stackalloc float[width];
+        for (long r0 = 0; r0 < m; r0 += RowBlock)
+        {
+            var rows = (int)Math.Min(RowBlock, m - r0);
+            var xb = x + r0 * k;
+            var yb = y + r0 * n;
+            var p = firstPanel;
+            if (rows < 4)
+            {
+                // Few rows: four panels at once give eight independent chains per row.
+                for (; p + 4 <= fullPanels; p += 4)
+                    for (var r = 0; r < rows; r++)
+                        Row1Panel4(xb + (long)r * k, k, weights + p * panelBytes, panelBytes, yb + (long)r * n + p * width,
+                            Offset(scale, p * width), Offset(bias, p * width));
+            }
+            for (; p < panels; p++)
+            {
+                var panel = weights + p * panelBytes;
+                var columns = Math.Min(width, n - p * width);
+                var s = Offset(scale, p * width);
+                var b = Offset(bias, p * width);
+                var r = 0;
+                for (; r + 4 <= rows; r += 4)
+                    Rows4(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
+                for (; r < rows; r++)
+                    Row1(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, columns, s, b, scratch);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float* Offset(float* p, int by) => p == null ? null : p + by;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TV Finish(TV acc, float* scale, float* bias)
+    {
+        if (scale != null) acc = TOps.Multiply(acc, TOps.Load(scale));
+        if (bias != null) acc = TOps.Add(acc, TOps.Load(bias));
+        return acc;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* y, int columns, TV lo, TV hi, float* scale, float* bias, float* scratch)
+    {
+        var c = TOps.Count;
+        lo = Finish(lo, scale, bias);
+        hi = Finish(hi, scale == null ? null : scale + c, bias == null ? null : bias + c);
+        if (columns == 2 * c)
+        {
+            TOps.Store(y, lo);
+            TOps.Store(y + c, hi);
+            return;
+        }
+        TOps.Store(scratch, lo);
+        TOps.Store(scratch + c, hi);
+        for (var j = 0; j < columns; j++) y[j] = scratch[j];
+    }
+
+    private static void Rows4(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch)
+    {
+        var c = TOps.Count;
+        var step = 2 * c * TFormat.Size;
+        TV a0 = TOps.Zero, b0 = TOps.Zero, a1 = TOps.Zero, b1 = TOps.Zero;
+        TV a2 = TOps.Zero, b2 = TOps.Zero, a3 = TOps.Zero, b3 = TOps.Zero;
+        float* x0 = x, x1 = x + k, x2 = x + 2 * k, x3 = x + 3 * k;
+        for (var i = 0; i < k; i++, w += step)
+        {
+            var lo = TFormat.Load<TOps, TV>(w);
+            var hi = TFormat.Load<TOps, TV>(w + c * TFormat.Size);
+            var v = TOps.Broadcast(x0 + i);
+            a0 = TOps.MultiplyAdd(lo, v, a0);
+            b0 = TOps.MultiplyAdd(hi, v, b0);
+            v = TOps.Broadcast(x1 + i);
+            a1 = TOps.MultiplyAdd(lo, v, a1);
+            b1 = TOps.MultiplyAdd(hi, v, b1);
+            v = TOps.Broadcast(x2 + i);
+            a2 = TOps.MultiplyAdd(lo, v, a2);
+            b2 = TOps.MultiplyAdd(hi, v, b2);
+            v = TOps.Broadcast(x3 + i);
+            a3 = TOps.MultiplyAdd(lo, v, a3);
+            b3 = TOps.MultiplyAdd(hi, v, b3);
+        }
+        Store(y, columns, a0, b0, scale, bias, scratch);
+        Store(y + n, columns, a1, b1, scale, bias, scratch);
+        Store(y + 2 * n, columns, a2, b2, scale, bias, scratch);
+        Store(y + 3 * n, columns, a3, b3, scale, bias, scratch);
+    }
+
+    private static void Row1(float* x, int k, byte* w, float* y, int columns, float* scale, float* bias, float* scratch)
+    {
+        var c = TOps.Count;
+        var step = 2 * c * TFormat.Size;
+        TV a = TOps.Zero, b = TOps.Zero;
+        for (var i = 0; i < k; i++, w += step)
+        {
+            var v = TOps.Broadcast(x + i);
+            a = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w), v, a);
+            b = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w + c * TFormat.Size), v, b);
+        }
+        Store(y, columns, a, b, scale, bias, scratch);
+    }
+
+    /// <summary>One row against four consecutive full panels.</summary>
+    private static void Row1Panel4(float* x, int k, byte* w, long panelBytes, float* y, float* scale, float* bias)
+    {
+        var c = TOps.Count;
+        var half = c * TFormat.Size;
+        var step = 2 * half;
+        TV a0 = TOps.Zero, b0 = TOps.Zero, a1 = TOps.Zero, b1 = TOps.Zero;
+        TV a2 = TOps.Zero, b2 = TOps.Zero, a3 = TOps.Zero, b3 = TOps.Zero;
+        byte* w0 = w, w1 = w + panelBytes, w2 = w + 2 * panelBytes, w3 = w + 3 * panelBytes;
+        for (var i = 0; i < k; i++, w0 += step, w1 += step, w2 += step, w3 += step)
+        {
+            var v = TOps.Broadcast(x + i);
+            a0 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w0), v, a0);
+            b0 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w0 + half), v, b0);
+            a1 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w1), v, a1);
+            b1 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w1 + half), v, b1);
+            a2 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w2), v, a2);
+            b2 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w2 + half), v, b2);
+            a3 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w3), v, a3);
+            b3 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w3 + half), v, b3);
+        }
+        var width = 2 * c;
+        Store(y, width, a0, b0, scale, bias, null);
+        Store(y + width, width, a1, b1, Offset(scale, width), Offset(bias, width), null);
+        Store(y + 2 * width, width, a2, b2, Offset(scale, 2 * width), Offset(bias, 2 * width), null);
+        Store(y + 3 * width, width, a3, b3, Offset(scale, 3 * width), Offset(bias, 3 * width), null);
+    }
+}

@@ -1,0 +1,111 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace TransformerInference.Modeling.Kernels;
+
+/// <summary>The few vector operations the packed kernels need, for one vector width; a struct implementing it makes
+/// the JIT compile one specialised copy of the kernels per width (no virtual calls in the inner loops).</summary>
+internal unsafe interface IVectorOps<TV> where TV : struct
+{
+    /// <summary>Floats per vector.</summary>
+    static abstract int Count { get; }
+    static abstract TV Zero { get; }
+    /// <summary>One float from memory in every lane.</summary>
+    static abstract TV Broadcast(float* p);
+    /// <summary><c>a·b + c</c>, fused (one rounding) in every path, so all widths give the same sums.</summary>
+    static abstract TV MultiplyAdd(TV a, TV b, TV c);
+    static abstract TV Multiply(TV a, TV b);
+    static abstract TV Add(TV a, TV b);
+    static abstract TV Load(float* p);
+    /// <summary><see cref="Count"/> int8 values widened to float.</summary>
+    static abstract TV LoadInt8(sbyte* p);
+    /// <summary><see cref="Count"/> bfloat16 values widened to float (exact).</summary>
+    static abstract TV LoadBFloat16(ushort* p);
+    static abstract void Store(float* p, TV v);
+}
+
+/// <summary>512-bit vectors (AVX-512 where present). Written with the cross-platform <see cref="Vector512"/> API so
+/// the path also runs (emulated, slowly) where AVX-512 is missing: tests check it on any machine.</summary>
+internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
+{
+    public static int Count => Vector512<float>.Count;
+    public static Vector512<float> Zero => Vector512<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Broadcast(float* p) => Vector512.Create(*p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAdd(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load(float* p) => Vector512.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadInt8(sbyte* p) =>
+        Avx512F.IsSupported
+            ? Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(p)))
+            : Vector512.Create(Avx2Ops.Widen(Vector128.Load(p)), Avx2Ops.Widen(Vector128.Load(p + 8)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadBFloat16(ushort* p) =>
+        Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float* p, Vector512<float> v) => v.Store(p);
+}
+
+/// <summary>256-bit vectors, chosen where AVX2 and FMA are present.</summary>
+internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
+{
+    public static int Count => Vector256<float>.Count;
+    public static Vector256<float> Zero => Vector256<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Broadcast(float* p) => Vector256.Create(*p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load(float* p) => Vector256.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadInt8(sbyte* p) =>
+        Avx2.IsSupported ? Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p)) : Widen(Vector128.Load(p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadBFloat16(ushort* p) =>
+        Avx2.IsSupported
+            ? Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle()
+            : Vector256.ShiftLeft(Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float* p, Vector256<float> v) => v.Store(p);
+
+    /// <summary>The low 8 int8 values of <paramref name="v"/> as floats (cross-platform form).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector128<sbyte> v) =>
+        Vector256.ConvertToSingle(Vector256.WidenLower(Vector128.WidenLower(v).ToVector256Unsafe()));
+}
+
+/// <summary>128-bit vectors through the cross-platform API: SSE on any x64, NEON on Arm64, emulated elsewhere.</summary>
+internal readonly unsafe struct PortableOps : IVectorOps<Vector128<float>>
+{
+    public static int Count => Vector128<float>.Count;
+    public static Vector128<float> Zero => Vector128<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Broadcast(float* p) => Vector128.Create(*p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAdd(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Load(float* p) => Vector128.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadInt8(sbyte* p) =>
+        Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)p).AsSByte())));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadBFloat16(ushort* p) =>
+        Vector128.ShiftLeft(Vector128.WidenLower(Vector128.CreateScalar(*(ulong*)p).AsUInt16()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float* p, Vector128<float> v) => v.Store(p);
+}

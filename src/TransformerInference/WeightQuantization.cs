@@ -1,0 +1,13 @@
+namespace TransformerInference;
+
+/// <summary>How the weights of the linear layers (attention, feed-forward, output projection) are stored.</summary>
+public enum WeightQuantization
+{
+    /// <summary>As loaded, in the model's floating-point type.</summary>
+    None,
+
+    /// <summary>Symmetric int8 with one float scale per output channel, quantized at load from the float checkpoint;
+    /// activations stay float32 and sums are float32. About a quarter of the float32 weight memory and bandwidth.
+    /// CPU float32 models only.</summary>
+    Int8,
+}

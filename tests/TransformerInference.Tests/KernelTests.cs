@@ -1,0 +1,163 @@
+using System.Text.Json;
+using TorchSharp;
+using TransformerInference.Decoding;
+using TransformerInference.Loading;
+using TransformerInference.Modeling;
+using TransformerInference.Modeling.Kernels;
+using Xunit;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+using Generator = TransformerInference.Decoding.Generator;
+
+namespace TransformerInference.Tests;
+
+/// <summary>Our packed CPU kernels, each path forced on this machine (AVX-512 runs emulated where the CPU lacks it):
+/// against LibTorch's product, against each other, and on the reference fixtures.</summary>
+public class KernelTests
+{
+    private static readonly CpuKernel[] Paths = { CpuKernel.Avx512, CpuKernel.Avx2, CpuKernel.Portable };
+
+    /// <summary>Every path's output for one product (a fresh packed copy of <paramref name="weight"/> per path).</summary>
+    private static float[][] RunAll(Tensor weight, Tensor? bias, Tensor x, PackedFormat format) =>
+        Paths.Select(path =>
+        {
+            using var linear = new PackedLinear(weight.clone(), bias?.clone(), path, format);
+            using var y = linear.Forward(x);
+            return y.data<float>().ToArray();
+        }).ToArray();
+
+    [Theory]
+    [InlineData(37, 29, true)] // partial last panel in every width
+    [InlineData(200, 64, false)] // several full panels: the four-panel single-row kernel
+    [InlineData(64, 7, true)]
+    public void Float32PathsMatchLibTorchAndEachOtherBitForBit(int outFeatures, int inFeatures, bool withBias)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(outFeatures);
+        var weight = randn(outFeatures, inFeatures);
+        var bias = withBias ? randn(outFeatures) : null;
+        // 70 rows: two row blocks; 130: LibTorch's product on the unpacked weights.
+        foreach (var rows in new[] { 1, 2, 3, 4, 5, 9, 70, PackedLinear.LibTorchRows + 2 })
+        {
+            var x = randn(rows, inFeatures);
+            var expected = F.linear(x, weight, bias).data<float>().ToArray();
+            var outputs = RunAll(weight, bias, x, PackedFormat.Float32);
+            foreach (var (output, path) in outputs.Zip(Paths))
+                Fixtures.AssertClose(expected, output, 1e-4, $"{path} {rows}x{inFeatures}·{inFeatures}x{outFeatures}");
+            Assert.Equal(outputs[0], outputs[1]);
+            Assert.Equal(outputs[0], outputs[2]);
+            // A row's result does not depend on its batch: the last row alone gives the same bits.
+            if (rows >= PackedLinear.LibTorchRows) continue;
+            var alone = RunAll(weight, bias, x[rows - 1].unsqueeze(0), PackedFormat.Float32)[1];
+            Assert.Equal(outputs[1].Skip((rows - 1) * outFeatures).ToArray(), alone);
+        }
+    }
+
+    [Fact]
+    public void ALargeProductSplitOverThreadsGivesTheSameBits()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(11);
+        var weight = randn(600, 64);
+        var x = randn(70, 64);
+        using var linear = new PackedLinear(weight.clone(), null, CpuKernel.Avx2, PackedFormat.Int8);
+        var threads = get_num_threads();
+        float[] single, split;
+        try
+        {
+            set_num_threads(1);
+            single = linear.Forward(x).data<float>().ToArray();
+            set_num_threads(3);
+            split = linear.Forward(x).data<float>().ToArray();
+        }
+        finally
+        {
+            set_num_threads(threads);
+        }
+        Assert.Equal(single, split);
+    }
+
+    [Fact]
+    public void Int8AndBFloat16PathsComputeTheProductOfTheRoundedWeights()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var weight = randn(150, 48);
+        weight[5] = zeros(48); // an all-zero channel has scale 0
+        var bias = randn(150);
+        var x = randn(1, PackedLinear.LibTorchRows + 6, 48); // leading dimensions are kept
+        foreach (var rows in new[] { 6, PackedLinear.LibTorchRows + 6 })
+        {
+            var input = x.narrow(1, 0, rows);
+            // int8 reference written out independently: symmetric per output channel, round half to even.
+            var scale = weight.abs().amax(new long[] { 1 }, keepdim: true) / 127;
+            var q = (weight / where(scale == 0, ones_like(scale), scale)).round().clamp(-127, 127);
+            var references = new Dictionary<PackedFormat, Tensor>
+            {
+                [PackedFormat.Int8] = F.linear(input, q * scale, bias),
+                [PackedFormat.BFloat16] = F.linear(input, weight.to(ScalarType.BFloat16).to(ScalarType.Float32), bias),
+            };
+            foreach (var (format, reference) in references)
+            {
+                var outputs = RunAll(weight, bias, input, format);
+                foreach (var (output, path) in outputs.Zip(Paths))
+                    Fixtures.AssertClose(reference.data<float>().ToArray(), output, 1e-4, $"{format} {path} {rows} rows");
+                Assert.Equal(outputs[0], outputs[1]);
+                Assert.Equal(outputs[0], outputs[2]);
+            }
+            using var shaped = new PackedLinear(weight.clone(), null, CpuKernel.Avx2, PackedFormat.Int8);
+            Assert.Equal(new long[] { 1, rows, 150 }, shaped.Forward(input).shape);
+        }
+    }
+
+    public static TheoryData<string, string> FixturesAndKernels()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var fixture in new[] { "seed-tiny", "thinam-tiny" })
+            foreach (var kernel in new[] { "LibTorch", "Avx512", "Avx2", "Portable" })
+                data.Add(fixture, kernel);
+        return data;
+    }
+
+    /// <summary>Each kernel on the reference fixtures: teacher-forced step logits (uncached, whole prefix) within
+    /// 1e-4, and cached greedy ids exact, every sentence batched together and some alone.</summary>
+    [Theory, MemberData(nameof(FixturesAndKernels))]
+    public void EveryKernelMatchesTheReferenceFixtures(string fixture, string kernel)
+    {
+        var heads = Fixtures.Json(fixture, "model_args.json").GetProperty("h").GetInt32();
+        using var model = ModelLoader.LoadSeedCheckpoint(Fixtures.Path_(fixture, "tmodel.pt"),
+            new ModelLoadOptions { Heads = heads, Kernel = Enum.Parse<LinearKernel>(kernel) });
+        var sentences = Fixtures.Json(fixture, "expected.json").GetProperty("sentences").EnumerateArray()
+            .Where(s => s.GetProperty("output_ids").ValueKind == JsonValueKind.Array).ToList();
+        foreach (var s in sentences.Where(s => s.TryGetProperty("step_logits", out _)))
+        {
+            var source = new[] { model.SosId }.Concat(s.GetProperty("src_ids").Ints()).Append(model.EosId).ToArray();
+            var steps = s.GetProperty("step_logits").EnumerateArray().ToArray();
+            var scores = Fixtures.TeacherForced(model, source, s.GetProperty("output_ids").Ints().Take(steps.Length).ToArray());
+            for (var i = 0; i < steps.Length; i++)
+                Fixtures.AssertClose(steps[i].Floats(), scores[i], 1e-4, $"{fixture} {kernel} '{s.GetProperty("src")}' step {i + 1}");
+        }
+        var sources = sentences.Select(s => (IReadOnlyList<int>)new[] { model.SosId }.Concat(s.GetProperty("src_ids").Ints()).Append(model.EosId).ToArray()).ToList();
+        var batched = Generator.Generate(model, sources);
+        for (var i = 0; i < sentences.Count; i++)
+        {
+            var expected = sentences[i].GetProperty("output_ids").Ints();
+            Assert.Equal(expected, Full(model, batched[i][0]));
+            if (i % 10 == 0) Assert.Equal(expected, Full(model, Generator.Generate(model, new[] { sources[i] })[0][0]));
+        }
+    }
+
+    private static int[] Full(TransformerModel model, Hypothesis h) =>
+        new[] { model.SosId }.Concat(h.Ids).Concat(h.Finished ? new[] { model.EosId } : Array.Empty<int>()).ToArray();
+
+    [Fact]
+    public void KernelChoiceRejectsWhatCannotRun()
+    {
+        Assert.Throws<ArgumentException>(() => LinearKernels.Choose(LinearKernel.Auto, WeightQuantization.Int8, CPU, ScalarType.BFloat16));
+        Assert.Throws<ArgumentException>(() => LinearKernels.Choose(LinearKernel.LibTorch, WeightQuantization.Int8, CPU, ScalarType.Float32));
+        Assert.Throws<ArgumentException>(() => LinearKernels.Choose(LinearKernel.Avx2, WeightQuantization.None, CPU, ScalarType.BFloat16));
+        Assert.Null(LinearKernels.Choose(LinearKernel.Auto, WeightQuantization.None, CPU, ScalarType.BFloat16).Cpu);
+        Assert.Equal(CpuKernel.Portable, LinearKernels.Choose(LinearKernel.Portable, WeightQuantization.Int8, CPU, ScalarType.Float32).Cpu);
+        Assert.Equal(PackedFormat.Int8, LinearKernels.Choose(LinearKernel.Auto, WeightQuantization.Int8, CPU, ScalarType.Float32).Format);
+    }
+}
