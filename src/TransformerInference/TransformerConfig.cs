@@ -46,6 +46,10 @@ public enum PositionKind
     /// <c>exp(-i·ln 10000 / (d_model/2 - 1))</c>; position <c>p</c> starts at <see cref="TransformerConfig.PositionOffset"/>
     /// (fairseq: padding id + 1) and tokens equal to <see cref="TransformerConfig.PadId"/> get a zero position vector.</summary>
     Fairseq,
+    /// <summary>T5's relative position buckets: a learned bias per head and bucket of the key-minus-query distance, added
+    /// to the self-attention scores (bidirectional buckets in the encoder, causal in the decoder), held by the first
+    /// layer of each stack and shared by the others; nothing is added to the embeddings.</summary>
+    RelativeBuckets,
 }
 
 /// <summary>The feed-forward network of each layer.</summary>
@@ -59,6 +63,26 @@ public enum FeedForwardKind
     SwiGlu,
     /// <summary><c>linear_2(silu(linear_1(x)))</c> (Hugging Face's <c>swish</c>/<c>silu</c>, Marian).</summary>
     Silu,
+    /// <summary><c>w2(gelu_tanh(w1(x)) * w3(x))</c> with the tanh-approximated GELU (T5 v1.1 / Flan-T5 <c>gated-gelu</c>).</summary>
+    GatedGelu,
+}
+
+/// <summary>The shape of one stack (encoder or decoder) where real configurations shape the two differently.</summary>
+public sealed record StackConfig
+{
+    /// <summary>Number of layers.</summary>
+    public required int Layers { get; init; }
+    /// <summary>Query heads of the stack's attention blocks (the decoder's also for cross-attention).</summary>
+    public required int Heads { get; init; }
+    /// <summary>Key/value heads; null means equal to <see cref="Heads"/>.</summary>
+    public int? KvHeads { get; init; }
+    /// <summary>Feed-forward hidden width.</summary>
+    public required int DFF { get; init; }
+    /// <summary>Width of one attention head; null means d_model / heads (T5's <c>d_kv</c> may differ).</summary>
+    public int? HeadDim { get; init; }
+
+    /// <summary>Key/value heads actually used.</summary>
+    public int EffectiveKvHeads => KvHeads ?? Heads;
 }
 
 /// <summary>
@@ -81,6 +105,11 @@ public sealed record TransformerConfig
     public required int DecoderLayers { get; init; }
     /// <summary>Query heads.</summary>
     public int Heads { get; init; } = 8;
+    /// <summary>The encoder's shape when it differs from the shared fields (<see cref="EncoderLayers"/>,
+    /// <see cref="Heads"/>, <see cref="KvHeads"/>, <see cref="DFF"/>); its <c>Layers</c> must equal <see cref="EncoderLayers"/>.</summary>
+    public StackConfig? Encoder { get; init; }
+    /// <summary>The decoder's shape when it differs from the shared fields; its <c>Layers</c> must equal <see cref="DecoderLayers"/>.</summary>
+    public StackConfig? Decoder { get; init; }
     /// <summary>Key/value heads: equal to <see cref="Heads"/> for classic attention, 1 for multi-query, in between for grouped-query. Null means equal to <see cref="Heads"/>.</summary>
     public int? KvHeads { get; init; }
     /// <summary>Longest source sequence, special tokens included (rows of the source position table).</summary>
@@ -101,8 +130,20 @@ public sealed record TransformerConfig
     /// <summary>Position scheme.</summary>
     public PositionKind Positions { get; init; } = PositionKind.Sinusoidal;
     /// <summary>Index of the first position of a sequence in computed sinusoid tables
-    /// (<see cref="PositionKind.SinusoidalHalves"/>, <see cref="PositionKind.Fairseq"/>); default 0.</summary>
+    /// (<see cref="PositionKind.SinusoidalHalves"/>, <see cref="PositionKind.Fairseq"/>) and in learned tables
+    /// (<see cref="PositionKind.Learned"/>: the table has this many extra rows first; mBART: 2); default 0.</summary>
     public int PositionOffset { get; init; }
+    /// <summary>Buckets of <see cref="PositionKind.RelativeBuckets"/> (T5 <c>relative_attention_num_buckets</c>).</summary>
+    public int RelativeBuckets { get; init; } = 32;
+    /// <summary>Distance beyond which <see cref="PositionKind.RelativeBuckets"/> share the last bucket
+    /// (T5 <c>relative_attention_max_distance</c>).</summary>
+    public int RelativeMaxDistance { get; init; } = 128;
+    /// <summary>Attention scores are divided by sqrt(head width) (default); T5 does not scale them.</summary>
+    public bool AttentionScaling { get; init; } = true;
+    /// <summary>A norm after embeddings and positions in both stacks (mBART's <c>layernorm_embedding</c>).</summary>
+    public bool EmbeddingNorm { get; init; }
+    /// <summary>Factor on the decoder output before the projection (T5 with a tied <c>lm_head</c>: d_model^-0.5); default 1.</summary>
+    public double OutputScale { get; init; } = 1.0;
     /// <summary>Rotary base (used only with <see cref="PositionKind.Rotary"/>).</summary>
     public double RopeTheta { get; init; } = 10000.0;
     /// <summary>Feed-forward kind.</summary>
@@ -133,8 +174,27 @@ public sealed record TransformerConfig
 
     /// <summary>Key/value heads actually used.</summary>
     public int EffectiveKvHeads => KvHeads ?? Heads;
-    /// <summary>Width of one attention head.</summary>
-    public int HeadDim => DModel / Heads;
+    /// <summary>Width of one attention head (of the shared fields; per stack see <see cref="EncoderStack"/>).</summary>
+    public int HeadDim => StackHeadDim ?? DModel / Heads;
+    /// <summary>Set in a stack's view (<see cref="ForStack"/>) when the stack names its head width.</summary>
+    internal int? StackHeadDim { get; init; }
+    /// <summary>The encoder's shape: <see cref="Encoder"/>, or the shared fields.</summary>
+    public StackConfig EncoderStack => Encoder ?? new StackConfig { Layers = EncoderLayers, Heads = Heads, KvHeads = KvHeads, DFF = DFF };
+    /// <summary>The decoder's shape: <see cref="Decoder"/>, or the shared fields.</summary>
+    public StackConfig DecoderStack => Decoder ?? new StackConfig { Layers = DecoderLayers, Heads = Heads, KvHeads = KvHeads, DFF = DFF };
+    /// <summary>Width of one attention head of a stack.</summary>
+    public int HeadDimOf(StackConfig stack) => stack.HeadDim ?? DModel / stack.Heads;
+
+    /// <summary>This config with the shared fields set to one stack's shape: what that stack's layers read.</summary>
+    internal TransformerConfig ForStack(StackConfig stack) => this with
+    {
+        Heads = stack.Heads,
+        KvHeads = stack.KvHeads,
+        DFF = stack.DFF,
+        StackHeadDim = stack.HeadDim,
+        Encoder = null,
+        Decoder = null,
+    };
 
     /// <summary>Checks every field and their relations.</summary>
     /// <exception cref="ArgumentException">A field is out of range, with its name and value in the message.</exception>
@@ -150,16 +210,40 @@ public sealed record TransformerConfig
         Positive(DFF, nameof(DFF));
         Positive(EncoderLayers, nameof(EncoderLayers));
         Positive(DecoderLayers, nameof(DecoderLayers));
-        Positive(Heads, nameof(Heads));
-        Positive(EffectiveKvHeads, nameof(KvHeads));
+        if (Encoder is null || Decoder is null)
+        {
+            Positive(Heads, nameof(Heads));
+            Positive(EffectiveKvHeads, nameof(KvHeads));
+        }
         Positive(MaxSourcePositions, nameof(MaxSourcePositions));
         Positive(MaxTargetPositions, nameof(MaxTargetPositions));
-        if (DModel % Heads != 0)
-            throw new ArgumentException($"The head count {Heads} does not divide d_model {DModel}.", nameof(Heads));
-        if (Heads % EffectiveKvHeads != 0)
-            throw new ArgumentException($"The key/value head count {EffectiveKvHeads} does not divide the head count {Heads}.", nameof(KvHeads));
-        if (Positions == PositionKind.Rotary && HeadDim % 2 != 0)
-            throw new ArgumentException($"Rotary positions need an even head width, got {HeadDim}.", nameof(Positions));
+        if (Encoder is { } e && e.Layers != EncoderLayers)
+            throw new ArgumentException($"Encoder.Layers {e.Layers} differs from EncoderLayers {EncoderLayers}.", nameof(Encoder));
+        if (Decoder is { } d && d.Layers != DecoderLayers)
+            throw new ArgumentException($"Decoder.Layers {d.Layers} differs from DecoderLayers {DecoderLayers}.", nameof(Decoder));
+        foreach (var (stack, name) in new[] { (EncoderStack, nameof(Encoder)), (DecoderStack, nameof(Decoder)) })
+        {
+            var heads = Encoder is null && Decoder is null ? nameof(Heads) : name;
+            Positive(stack.DFF, name + ".DFF");
+            if (stack.Heads <= 0) throw new ArgumentException($"{name} heads must be positive, got {stack.Heads}.", heads);
+            if (stack.EffectiveKvHeads <= 0) throw new ArgumentException($"{name} key/value heads must be positive, got {stack.EffectiveKvHeads}.", Encoder is null && Decoder is null ? nameof(KvHeads) : name);
+            if (stack.HeadDim is { } headDim)
+            {
+                if (headDim <= 0) throw new ArgumentException($"{name} head width must be positive, got {headDim}.", name);
+            }
+            else if (DModel % stack.Heads != 0)
+                throw new ArgumentException($"The head count {stack.Heads} does not divide d_model {DModel}.", heads);
+            if (stack.Heads % stack.EffectiveKvHeads != 0)
+                throw new ArgumentException($"The key/value head count {stack.EffectiveKvHeads} does not divide the head count {stack.Heads}.", Encoder is null && Decoder is null ? nameof(KvHeads) : name);
+            if (Positions == PositionKind.Rotary && HeadDimOf(stack) % 2 != 0)
+                throw new ArgumentException($"Rotary positions need an even head width, got {HeadDimOf(stack)}.", nameof(Positions));
+            if (Positions == PositionKind.RelativeBuckets && stack.EffectiveKvHeads != stack.Heads)
+                throw new ArgumentException("Relative position buckets need as many key/value heads as query heads.", nameof(Positions));
+        }
+        if (Positions == PositionKind.RelativeBuckets && (RelativeBuckets < 2 || RelativeMaxDistance < RelativeBuckets / 2 + 1))
+            throw new ArgumentException($"Relative position buckets need at least 2 buckets and a max distance above half the bucket count, got {RelativeBuckets} and {RelativeMaxDistance}.", nameof(RelativeBuckets));
+        if (!(OutputScale > 0) || double.IsInfinity(OutputScale))
+            throw new ArgumentException($"OutputScale must be positive and finite, got {OutputScale}.", nameof(OutputScale));
         if ((Positions is PositionKind.Sinusoidal or PositionKind.SinusoidalHalves) && DModel % 2 != 0)
             throw new ArgumentException($"Sinusoidal positions need an even d_model, got {DModel}.", nameof(Positions));
         if (!(NormEps >= 0)) throw new ArgumentException($"NormEps must be non-negative, got {NormEps}.", nameof(NormEps));

@@ -21,52 +21,44 @@ namespace TransformerInference;
 /// </example>
 public sealed class Translator : IDisposable, IAsyncDisposable
 {
-    private readonly Tokenizer _source, _target;
+    private readonly ITranslationTokenizer _tokenizer; // frames the input, names the forced first token, decodes
     private readonly TranslatorOptions _options;
-    private readonly SentencePieceTranslationTokenizer? _pieces; // Hugging Face families frame their own input
     private readonly DecodingOptions _decoding; // used when a call passes none
     private readonly DecodingOptions _familyRules; // start, forced and banned tokens, length: filled into every call's options
-    private readonly int _sourceSos, _sourceEos;
     private readonly bool _ownsModel;
     private readonly SemaphoreSlim _gate = new(1, 1); // one search at a time on the model; async-waitable for streams
     private bool _disposed;
 
-    private Translator(TransformerModel model, Tokenizer source, Tokenizer target, TranslatorOptions options, bool ownsModel,
+    private Translator(TransformerModel model, ITranslationTokenizer tokenizer, TranslatorOptions options, bool ownsModel,
         DecodingOptions? familyDefaults = null)
     {
         Model = model;
-        _source = source;
-        _target = target;
+        _tokenizer = tokenizer;
         _options = options;
         _ownsModel = ownsModel;
         if (options.MaxBatchSize < 1) throw new ArgumentException($"MaxBatchSize must be positive, got {options.MaxBatchSize}.", nameof(options));
         if (options.MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {options.MaxBatchTokens}.", nameof(options));
+        CheckVocabularies(model, tokenizer);
         if (options.Threads is { } threads) torch.set_num_threads(threads);
-        _pieces = source as SentencePieceTranslationTokenizer;
         _familyRules = familyDefaults ?? new DecodingOptions();
-        if (_pieces is not null && _pieces.Family != TranslationTokenizerFamily.Marian)
-        {
-            // The target language is the forced first token: the option, else an explicit id, else the tokenizer's default.
-            int? forcedFirst = options.TargetLanguage is { } language ? _pieces.LanguageId(language)
-                : options.Decoding?.ForcedBosTokenId ?? _familyRules.ForcedBosTokenId
-                  ?? (_pieces.TargetLanguage is { } fallback ? _pieces.LanguageId(fallback) : null);
-            _familyRules = _familyRules with
-            {
-                ForcedBosTokenId = forcedFirst ?? throw new ArgumentException(
-                    $"A multilingual {_pieces.Family} model needs a target language: set TranslatorOptions.TargetLanguage.", nameof(options)),
-            };
-        }
+        // The target language is the forced first token: the option, else an explicit id, else the tokenizer's default.
+        var forcedFirst = options.TargetLanguage is { } language ? tokenizer.TargetLanguageToken(language)
+            : options.Decoding?.ForcedBosTokenId ?? _familyRules.ForcedBosTokenId ?? tokenizer.TargetLanguageToken(null);
+        if (forcedFirst is not null) _familyRules = _familyRules with { ForcedBosTokenId = forcedFirst };
         _decoding = WithFamilyRules(options.Decoding ?? familyDefaults ?? new DecodingOptions()).Validate();
-        if (_pieces is not null && options.SourceLanguage is { } sourceLanguage) _pieces.LanguageId(sourceLanguage); // fail early on an unknown code
-        if (_pieces is not null) return;
-        int SourceSpecial(string token, int fallback) => source is WordLevelTokenizer w
-            ? w.TokenToId(token) ?? throw new InvalidDataException($"The source tokenizer has no {token} token.")
-            : fallback;
-        _sourceSos = SourceSpecial("[SOS]", model.SosId);
-        _sourceEos = SourceSpecial("[EOS]", model.EosId);
-        var sourcePad = SourceSpecial("[PAD]", model.PadId);
-        if (sourcePad != model.PadId)
-            throw new ArgumentException($"The source tokenizer's [PAD] is {sourcePad}, the model's padding id is {model.PadId}.", nameof(source));
+        tokenizer.EncodeSource("", options.SourceLanguage); // fail early on an unknown source language
+    }
+
+    /// <summary>A tokenizer with more ids than the model's embeddings has the wrong files (for example source and target
+    /// swapped): refuse it at load instead of failing on the first unknown word.</summary>
+    private static void CheckVocabularies(TransformerModel model, ITranslationTokenizer tokenizer)
+    {
+        if (tokenizer.SourceVocabularySize > model.Config.SourceVocabSize)
+            throw new InvalidDataException(
+                $"The source tokenizer has {tokenizer.SourceVocabularySize} ids but the model's source embedding has {model.Config.SourceVocabSize} rows: the tokenizer does not belong to this model (source and target swapped?).");
+        if (tokenizer.TargetVocabularySize > model.Config.TargetVocabSize)
+            throw new InvalidDataException(
+                $"The target tokenizer has {tokenizer.TargetVocabularySize} ids but the model's target embedding has {model.Config.TargetVocabSize} rows: the tokenizer does not belong to this model (source and target swapped?).");
     }
 
     /// <summary>The name in metrics and traces (<see cref="TranslatorOptions.Name"/>).</summary>
@@ -93,7 +85,7 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         var model = ModelLoader.Load(modelPath, options.ToLoadOptions(ids));
         try
         {
-            return new Translator(model, source, target, options, ownsModel: true);
+            return new Translator(model, new SeedTokenizerPair(source, target, model.SosId, model.EosId, model.PadId), options, ownsModel: true);
         }
         catch
         {
@@ -109,10 +101,10 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         Task.Run(() => Load(modelPath, sourceTokenizerPath, targetTokenizerPath, options), cancellationToken);
 
     /// <summary>
-    /// Loads a Hugging Face translation folder — Marian (<c>opus-mt-*</c>), M2M100 or NLLB: <c>config.json</c>, the
-    /// weights, <c>generation_config.json</c> (the default search: Marian's is beam 4) and the SentencePiece
-    /// tokenizer files, all from <paramref name="folder"/>. Set the languages of multilingual models in
-    /// <paramref name="options"/>.
+    /// Loads a Hugging Face translation folder — Marian (<c>opus-mt-*</c>), M2M100, NLLB, mBART-50, T5 / Flan-T5 /
+    /// mT5: <c>config.json</c>, the weights, <c>generation_config.json</c> (the default search: Marian's is beam 4) and
+    /// the SentencePiece tokenizer files, all from <paramref name="folder"/>. Set the languages of multilingual models
+    /// in <paramref name="options"/>; T5 inputs carry their task prefix as text.
     /// </summary>
     /// <exception cref="FileNotFoundException">A file is missing.</exception>
     /// <exception cref="CheckpointException">The weights or config cannot be used.</exception>
@@ -120,11 +112,11 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     public static Translator Load(string folder, TranslatorOptions? options = null)
     {
         options ??= new TranslatorOptions();
-        var tokenizer = SentencePieceTranslationTokenizer.Create(folder);
+        var tokenizer = ModelLoader.LoadTokenizer(folder);
         var model = ModelLoader.LoadFolder(folder, options.ToLoadOptions(new SpecialTokenIds()));
         try
         {
-            return new Translator(model, tokenizer, tokenizer, options, ownsModel: true, ModelLoader.LoadGenerationDefaults(folder));
+            return new Translator(model, tokenizer, options, ownsModel: true, ModelLoader.LoadGenerationDefaults(folder));
         }
         catch
         {
@@ -137,9 +129,15 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     public static Task<Translator> LoadAsync(string folder, TranslatorOptions? options = null, CancellationToken cancellationToken = default) =>
         Task.Run(() => Load(folder, options), cancellationToken);
 
-    /// <summary>Builds a translator from parts. The model is not disposed with the translator.</summary>
+    /// <summary>Builds a translator for a seed model from its two tokenizers (input framed as <c>[SOS] ids [EOS]</c>).
+    /// The model is not disposed with the translator.</summary>
     public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null) =>
-        new(model, sourceTokenizer, targetTokenizer, options ?? new TranslatorOptions(), ownsModel: false);
+        new(model, new SeedTokenizerPair(sourceTokenizer, targetTokenizer, model.SosId, model.EosId, model.PadId), options ?? new TranslatorOptions(), ownsModel: false);
+
+    /// <summary>Builds a translator from a model and a tokenizer that frames its own inputs (such as a
+    /// <see cref="SentencePieceTranslationTokenizer"/>). The model is not disposed with the translator.</summary>
+    public static Translator Create(TransformerModel model, ITranslationTokenizer tokenizer, TranslatorOptions? options = null) =>
+        new(model, tokenizer, options ?? new TranslatorOptions(), ownsModel: false);
 
     /// <summary>Translates one text. Empty input (no tokens) gives empty output.</summary>
     /// <exception cref="ArgumentException">The text has more tokens than the model accepts (and truncation is off).</exception>
@@ -187,7 +185,7 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         return Enumerable.Range(0, texts.Count).Select(i =>
         {
             if (sources[i] is null) return new Translation("", Array.Empty<int>(), Array.Empty<TranslationHypothesis>());
-            var all = hypotheses[i].Select(h => new TranslationHypothesis(_target.Decode(h.Ids), h,
+            var all = hypotheses[i].Select(h => new TranslationHypothesis(_tokenizer.Decode(h.Ids), h,
                 [start, .. h.Ids, .. h.Finished ? new[] { Model.EosId } : Array.Empty<int>()])).ToArray();
             return new Translation(all[0].Text, all[0].Hypothesis.Ids, all);
         }).ToArray();
@@ -264,10 +262,10 @@ public sealed class Translator : IDisposable, IAsyncDisposable
                 // Buffered tokens are read without waiting, so check for cancellation on each one.
                 cancellationToken.ThrowIfCancellationRequested();
                 ids.Add(token);
-                var piece = NewText(_target.Decode(ids).TrimEnd(), ref sent);
+                var piece = NewText(_tokenizer.Decode(ids).TrimEnd(), ref sent);
                 if (piece.Length > 0) yield return piece;
             }
-            var rest = NewText(_target.Decode(ids), ref sent);
+            var rest = NewText(_tokenizer.Decode(ids), ref sent);
             if (rest.Length > 0) yield return rest;
         }
         finally
@@ -291,44 +289,24 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     /// tokens such as the target language, banned tokens) fill in what a call leaves unset.</summary>
     private DecodingOptions WithFamilyRules(DecodingOptions? decoding) => decoding?.WithRulesFrom(_familyRules) ?? _decoding;
 
-    /// <summary>Encoder input (<c>[SOS] ids [EOS]</c> for seed models, the family's own framing for Hugging Face
-    /// ones), or null for a text without tokens.</summary>
+    /// <summary>Encoder input as the tokenizer frames it, or null for a text without tokens.</summary>
     private int[]? Frame(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        if (_pieces is not null)
-        {
-            if (string.IsNullOrWhiteSpace(text)) return null;
-            var encoded = _pieces.EncodeSource(text, _options.SourceLanguage).ToArray();
-            if (encoded.Length <= Model.MaxSourceLength) return encoded;
-            if (!_options.Truncate)
-                throw new ArgumentException(
-                    $"The input has {encoded.Length} tokens; the model accepts at most {Model.MaxSourceLength}. Input starts: \"{Preview(text)}\".",
-                    nameof(text));
-            // Keep the family's framing (language codes, </s>) at both ends and cut the text between them.
-            var lead = encoded.TakeWhile(_pieces.IsSpecialToken).Count();
-            var tail = encoded.Reverse().TakeWhile(_pieces.IsSpecialToken).Count();
-            var body = Math.Max(Model.MaxSourceLength - lead - tail, 0);
-            TranslatorDiagnostics.Truncated(_options.Logger, Name, encoded.Length, Model.MaxSourceLength);
-            return encoded[..(lead + body)].Concat(encoded[^tail..]).ToArray();
-        }
-        var ids = _source.EncodeToIds(text);
-        if (ids.Count == 0) return null;
-        var room = Model.MaxSourceLength - 2;
-        if (ids.Count > room)
-        {
-            if (!_options.Truncate)
-                throw new ArgumentException(
-                    $"The input has {ids.Count} tokens; the model accepts at most {room} (source length {Model.MaxSourceLength} minus [SOS] and [EOS]). Input starts: \"{Preview(text)}\".",
-                    nameof(text));
-            TranslatorDiagnostics.Truncated(_options.Logger, Name, ids.Count + 2, Model.MaxSourceLength);
-            ids = ids.Take(room).ToArray();
-        }
-        var framed = new int[ids.Count + 2];
-        framed[0] = _sourceSos;
-        for (var i = 0; i < ids.Count; i++) framed[i + 1] = ids[i];
-        framed[^1] = _sourceEos;
-        return framed;
+        if (string.IsNullOrWhiteSpace(text)) return null;
+        var encoded = _tokenizer.EncodeSource(text, _options.SourceLanguage).ToArray();
+        if (encoded.Length == 0) return null;
+        if (encoded.Length <= Model.MaxSourceLength) return encoded;
+        if (!_options.Truncate)
+            throw new ArgumentException(
+                $"The input has {encoded.Length} tokens; the model accepts at most {Model.MaxSourceLength}. Input starts: \"{Preview(text)}\".",
+                nameof(text));
+        // Keep the framing (language codes, start and end tokens) at both ends and cut the text between them.
+        var lead = encoded.TakeWhile(_tokenizer.IsSpecialToken).Count();
+        var tail = encoded.Reverse().TakeWhile(_tokenizer.IsSpecialToken).Count();
+        var body = Math.Max(Model.MaxSourceLength - lead - tail, 0);
+        TranslatorDiagnostics.Truncated(_options.Logger, Name, encoded.Length, Model.MaxSourceLength);
+        return encoded[..(lead + body)].Concat(encoded[^tail..]).ToArray();
     }
 
     private static string Preview(string text) => text.Length <= 40 ? text : text[..40] + "…";

@@ -7,7 +7,7 @@ namespace TransformerInference.Tests;
 /// generation rules together reproduce the reference's greedy translations.</summary>
 public class HuggingFaceTranslatorTests
 {
-    public static TheoryData<string> Families => new() { "marian", "m2m100", "nllb" };
+    public static TheoryData<string> Families => new() { "marian", "m2m100", "nllb", "marian-separate", "m2m100-asym", "mbart", "t5", "flan-t5" };
 
     [Theory, MemberData(nameof(Families))]
     public void FolderTranslatesLikeTheReference(string family)

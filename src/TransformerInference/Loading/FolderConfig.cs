@@ -43,7 +43,7 @@ internal static class FolderConfig
 
         var modelType = Str("model_type");
         if (modelType != "seed_transformer")
-            throw new CheckpointException($"Unsupported model_type \"{modelType}\" (supported: seed_transformer, marian, m2m_100)", path);
+            throw new CheckpointException($"Unsupported model_type \"{modelType}\" (supported: seed_transformer, {string.Join(", ", Families.ModelFamilies.ModelTypes)})", path);
         var maxPositions = Int("max_positions");
         var config = new TransformerConfig
         {

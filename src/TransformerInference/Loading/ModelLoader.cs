@@ -57,7 +57,7 @@ public static class ModelLoader
         NativeLibraryCheck.EnsureLoaded();
         options ??= new ModelLoadOptions();
         var configPath = Path.Combine(folder, "config.json");
-        if (HuggingFaceFolder.IsHuggingFace(configPath, out var hfRoot)) return LoadHuggingFace(folder, hfRoot, options);
+        if (HuggingFaceFolder.FamilyOf(configPath) is { } family) return LoadHuggingFace(folder, family, options);
         var weightsPath = Path.Combine(folder, "model.safetensors");
         var config = FolderConfig.Read(configPath);
         if (!File.Exists(weightsPath)) throw new FileNotFoundException($"The model folder has no model.safetensors: '{weightsPath}'.", weightsPath);
@@ -83,10 +83,24 @@ public static class ModelLoader
     /// <exception cref="CheckpointException">A value has the wrong type.</exception>
     public static Decoding.DecodingOptions LoadGenerationDefaults(string folder) => HuggingFaceFolder.ReadGenerationDefaults(folder);
 
-    private static TransformerModel LoadHuggingFace(string folder, JsonElement root, ModelLoadOptions options)
+    /// <summary>The tokenizer of a Hugging Face folder, as its family creates it (<c>tokenizer_config.json</c> names
+    /// the class).</summary>
+    /// <exception cref="FileNotFoundException">A file is missing.</exception>
+    /// <exception cref="CheckpointException">config.json cannot be read or names no supported family.</exception>
+    /// <exception cref="InvalidDataException">A tokenizer file is malformed.</exception>
+    /// <exception cref="NotSupportedException">The tokenizer class or one of its options is not supported.</exception>
+    public static Tokenization.SentencePieceTranslationTokenizer LoadTokenizer(string folder)
     {
         var configPath = Path.Combine(folder, "config.json");
-        var config = HuggingFaceFolder.ReadConfig(root, configPath);
+        var family = HuggingFaceFolder.FamilyOf(configPath)
+            ?? throw new CheckpointException($"config.json does not name a Hugging Face model type (supported: {string.Join(", ", Families.ModelFamilies.ModelTypes)})", configPath);
+        return family.CreateTokenizer(folder);
+    }
+
+    private static TransformerModel LoadHuggingFace(string folder, Families.ModelFamily family, ModelLoadOptions options)
+    {
+        var configPath = Path.Combine(folder, "config.json");
+        var config = family.ReadConfig(configPath);
         var safetensorsPath = Path.Combine(folder, "model.safetensors");
         var binPath = Path.Combine(folder, "pytorch_model.bin");
         string weightsPath;
@@ -109,7 +123,7 @@ public static class ModelLoader
             tensors = ReadTorchSave(binPath);
         }
         else throw new FileNotFoundException($"The model folder has neither model.safetensors nor pytorch_model.bin: '{folder}'.", safetensorsPath);
-        var (renamed, nameInFile) = HuggingFaceFolder.Rename(config, tensors, weightsPath);
+        var (renamed, nameInFile) = HuggingFaceFolder.Rename(family, config, tensors, weightsPath);
         return Build(config, renamed, weightsPath, options, nameInFile);
     }
 

@@ -8,8 +8,19 @@ namespace TransformerInference.Modeling;
 /// <summary>Reads the q/k/v/o projections of one attention block (w_q, w_k, w_v, w_o, biases if the config has them).</summary>
 internal static class AttentionWeights
 {
-    public static (Tensor Weight, Tensor? Bias) Read(WeightSet w, string name, long rows, long cols, TransformerConfig c) =>
-        (w.Take(name + ".weight", rows, cols), w.TakeIf(c.AttentionBias, name + ".bias", rows));
+    public static (Tensor Weight, Tensor? Bias) Read(WeightSet w, string name, long rows, long cols, TransformerConfig c)
+    {
+        var weight = w.Take(name + ".weight", rows, cols);
+        var bias = w.TakeIf(c.AttentionBias, name + ".bias", rows);
+        if (c.AttentionScaling || !name.EndsWith(".w_q", StringComparison.Ordinal)) return (weight, bias);
+        // Unscaled attention (T5): the scaled dot product divides by sqrt(d_k), so queries are made sqrt(d_k) larger once.
+        var factor = Math.Sqrt(c.HeadDim);
+        using var scope = NewDisposeScope();
+        var scaled = (w.Made((weight * factor).MoveToOuterDisposeScope()), bias is null ? null : w.Made((bias * factor).MoveToOuterDisposeScope()));
+        weight.Dispose();
+        bias?.Dispose();
+        return scaled;
+    }
 
     /// <summary>Concatenates projections along the output dimension (one product instead of several); a missing bias
     /// becomes zeros when another part has one. The parts are disposed.</summary>

@@ -24,11 +24,11 @@ internal sealed class Embeddings : IDisposable
         _positions = c.Positions switch
         {
             PositionKind.Sinusoidal => SqueezeTable(w, w.Take(side + "_pos.pe", 1, maxPositions, c.DModel)),
-            PositionKind.Learned => w.Take(side + "_pos.embedding.weight", maxPositions, c.DModel),
+            PositionKind.Learned => w.Take(side + "_pos.embedding.weight", c.PositionOffset + maxPositions, c.DModel),
             PositionKind.SinusoidalHalves or PositionKind.Fairseq => w.Made(Computed(c.Positions, c.PositionOffset + maxPositions, c.DModel, w)),
             _ => null,
         };
-        if (c.Positions is PositionKind.SinusoidalHalves or PositionKind.Fairseq) _offset = c.PositionOffset;
+        if (c.Positions is PositionKind.SinusoidalHalves or PositionKind.Fairseq or PositionKind.Learned) _offset = c.PositionOffset;
         if (c.Positions == PositionKind.Fairseq) _zeroPositionId = c.PadId;
     }
 

@@ -23,13 +23,16 @@ internal sealed class FeedForward : IDisposable
 
     /// <summary>Width of the input projection's output (2·d_ff for SwiGLU).</summary>
     public static int InputWidth(TransformerConfig config) =>
-        config.FeedForward == FeedForwardKind.SwiGlu ? 2 * config.DFF : config.DFF;
+        IsGated(config.FeedForward) ? 2 * config.DFF : config.DFF;
+
+    /// <summary>Gated kinds read w1, w3 (stacked) and w2.</summary>
+    public static bool IsGated(FeedForwardKind kind) => kind is FeedForwardKind.SwiGlu or FeedForwardKind.GatedGelu;
 
     /// <summary>Reads the input projection ([w1; w3] for SwiGLU, linear_1 otherwise).</summary>
     public static (Tensor Weight, Tensor? Bias) ReadInput(WeightSet w, string prefix, TransformerConfig c)
     {
         var bias = c.FeedForwardBias;
-        if (c.FeedForward != FeedForwardKind.SwiGlu)
+        if (!IsGated(c.FeedForward))
             return (w.Take(prefix + ".linear_1.weight", c.DFF, c.DModel), w.TakeIf(bias, prefix + ".linear_1.bias", c.DFF));
         using var w1 = w.Take(prefix + ".w1.weight", c.DFF, c.DModel);
         using var w3 = w.Take(prefix + ".w3.weight", c.DFF, c.DModel);
@@ -43,7 +46,7 @@ internal sealed class FeedForward : IDisposable
     /// <summary>Reads the output projection (linear_2 or w2).</summary>
     public static (Tensor Weight, Tensor? Bias) ReadOutput(WeightSet w, string prefix, TransformerConfig c)
     {
-        var name = prefix + (c.FeedForward == FeedForwardKind.SwiGlu ? ".w2" : ".linear_2");
+        var name = prefix + (IsGated(c.FeedForward) ? ".w2" : ".linear_2");
         return (w.Take(name + ".weight", c.DModel, c.DFF), w.TakeIf(c.FeedForwardBias, name + ".bias", c.DModel));
     }
 
@@ -55,11 +58,18 @@ internal sealed class FeedForward : IDisposable
             case FeedForwardKind.Relu: return F.relu(pre);
             case FeedForwardKind.Gelu: return F.gelu(pre); // exact erf form, as the reference
             case FeedForwardKind.Silu: return F.silu(pre);
+            case FeedForwardKind.GatedGelu:
+                var parts = pre.chunk(2, -1);
+                return GeluTanh(parts[0]) * parts[1];
             default:
                 var halves = pre.chunk(2, -1);
                 return F.silu(halves[0]) * halves[1];
         }
     }
+
+    /// <summary>Hugging Face's <c>gelu_new</c>: <c>0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))</c>.</summary>
+    private static Tensor GeluTanh(Tensor x) =>
+        x * 0.5 * (tanh((x + x.pow(3) * 0.044715) * Math.Sqrt(2.0 / Math.PI)) + 1.0);
 
     public Tensor Forward(Tensor x) =>
         _out.Forward(Activate(_kind, _in.Forward(x)));

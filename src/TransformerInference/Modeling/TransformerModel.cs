@@ -16,8 +16,11 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     private readonly Embeddings _sourceEmbeddings = null!, _targetEmbeddings = null!;
     private readonly TransformerLayer[] _encoderLayers, _decoderLayers;
     private readonly Norm? _encoderNorm, _decoderNorm; // absent without final norms
+    private readonly Norm? _encoderEmbedNorm, _decoderEmbedNorm; // mBART's layernorm_embedding
+    private readonly RelativePositionBias? _encoderBias, _decoderBias; // T5's relative positions
+    private readonly TransformerConfig _decoderView; // the decoder's shape (heads, head width) for its cache
     private readonly LinearWeight _projection = null!; // [tgt_vocab, d_model], the target embedding when tied
-    private readonly Rotary? _rotary;
+    private readonly Rotary? _rotary, _decoderRotary;
     private bool _disposed;
 
     internal TransformerModel(TransformerConfig config, WeightSet w, bool fuseParallel = true)
@@ -26,21 +29,38 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         Device = w.Device;
         DType = w.DType;
         var c = config;
+        var encoder = c.ForStack(c.EncoderStack);
+        var decoder = _decoderView = c.ForStack(c.DecoderStack);
         _encoderLayers = new TransformerLayer[c.EncoderLayers];
         _decoderLayers = new TransformerLayer[c.DecoderLayers];
         try
         {
             if (c.Positions == PositionKind.Rotary)
-                _rotary = new Rotary(Math.Max(c.MaxSourcePositions, c.MaxTargetPositions), c.HeadDim, c.RopeTheta, w.Device, w.DType);
-            var heads = new AttentionHeads(c, _rotary);
+            {
+                var positions = Math.Max(c.MaxSourcePositions, c.MaxTargetPositions);
+                _rotary = new Rotary(positions, encoder.HeadDim, c.RopeTheta, w.Device, w.DType);
+                if (decoder.HeadDim != encoder.HeadDim) _decoderRotary = new Rotary(positions, decoder.HeadDim, c.RopeTheta, w.Device, w.DType);
+            }
+            var encoderHeads = new AttentionHeads(encoder, _rotary);
+            var decoderHeads = new AttentionHeads(decoder, _decoderRotary ?? _rotary);
             _targetEmbeddings = new Embeddings(w, "tgt", c.TargetVocabSize, c.MaxTargetPositions, c);
             _sourceEmbeddings = c.SharedEmbeddings
                 ? new Embeddings(w, w.Made(_targetEmbeddings.Table.alias()), "src", c.MaxSourcePositions, c)
                 : new Embeddings(w, "src", c.SourceVocabSize, c.MaxSourcePositions, c);
+            if (c.EmbeddingNorm)
+            {
+                _encoderEmbedNorm = new Norm(w, "encoder.embed_norm", c);
+                _decoderEmbedNorm = new Norm(w, "decoder.embed_norm", c);
+            }
+            if (c.Positions == PositionKind.RelativeBuckets)
+            {
+                _encoderBias = new RelativePositionBias(w, "encoder", c, encoder.Heads, bidirectional: true);
+                _decoderBias = new RelativePositionBias(w, "decoder", c, decoder.Heads, bidirectional: false);
+            }
             for (var i = 0; i < c.EncoderLayers; i++)
-                _encoderLayers[i] = new TransformerLayer(w, $"encoder.layers.{i}", c, heads, decoder: false, fuseParallel);
+                _encoderLayers[i] = new TransformerLayer(w, $"encoder.layers.{i}", encoder, encoderHeads, decoder: false, fuseParallel);
             for (var i = 0; i < c.DecoderLayers; i++)
-                _decoderLayers[i] = new TransformerLayer(w, $"decoder.layers.{i}", c, heads, decoder: true, fuseParallel);
+                _decoderLayers[i] = new TransformerLayer(w, $"decoder.layers.{i}", decoder, decoderHeads, decoder: true, fuseParallel);
             if (c.FinalNorms)
             {
                 _encoderNorm = new Norm(w, "encoder.norm", c);
@@ -89,7 +109,9 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     {
         CheckIds(source, Config.SourceVocabSize, MaxSourceLength, "source");
         var x = _sourceEmbeddings.Forward(source, 0);
-        foreach (var layer in _encoderLayers) x = layer.Forward(x, sourceMask, 0, null, 0, null);
+        if (_encoderEmbedNorm is not null) x = _encoderEmbedNorm.Forward(x);
+        var selfMask = WithBias(_encoderBias, sourceMask, source.shape[1], 0, source.shape[1]);
+        foreach (var layer in _encoderLayers) x = layer.Forward(x, selfMask, 0, null, 0, null);
         return _encoderNorm?.Forward(x) ?? x;
     }
 
@@ -99,10 +121,12 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     {
         CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
         var x = _targetEmbeddings.Forward(target, 0);
+        if (_decoderEmbedNorm is not null) x = _decoderEmbedNorm.Forward(x);
+        var selfMask = WithBias(_decoderBias, targetMask, target.shape[1], 0, target.shape[1]);
         for (var i = 0; i < _decoderLayers.Length; i++)
         {
             var (k, v) = _decoderLayers[i].CrossAttention!.ProjectMemory(memory);
-            x = _decoderLayers[i].Forward(x, targetMask, 0, null, i, (k, v, sourceMask));
+            x = _decoderLayers[i].Forward(x, selfMask, 0, null, i, (k, v, sourceMask));
         }
         return _decoderNorm?.Forward(x) ?? x;
     }
@@ -111,6 +135,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// family's projection applies log-softmax).</summary>
     internal Tensor Project(Tensor hidden)
     {
+        if (Config.OutputScale != 1.0) hidden = hidden * Config.OutputScale;
         var scores = _projection.Forward(hidden);
         return Config.OutputLogSoftmax ? scores.log_softmax(-1) : scores;
     }
@@ -123,8 +148,8 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         using var scope = NewDisposeScope();
         var mask = Masks.SourceKeyMask(sourceIds, PadId);
         var memory = Encode(sourceIds, mask);
-        var cache = new KvCache(_decoderLayers.Length, sourceIds.shape[0], Config.EffectiveKvHeads, capacity,
-            Config.HeadDim, mask, DType, Device);
+        var cache = new KvCache(_decoderLayers.Length, sourceIds.shape[0], _decoderView.EffectiveKvHeads, capacity,
+            _decoderView.HeadDim, mask, DType, Device);
         try
         {
             for (var i = 0; i < _decoderLayers.Length; i++)
@@ -150,7 +175,8 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         if (offset + count > MaxTargetLength)
             throw new ArgumentException($"The target would reach {offset + count} positions; the model has {MaxTargetLength}.", nameof(target));
         var x = _targetEmbeddings.Forward(target, offset);
-        var mask = count == 1 ? null : Masks.Causal(count, offset, Device);
+        if (_decoderEmbedNorm is not null) x = _decoderEmbedNorm.Forward(x);
+        var mask = WithBias(_decoderBias, count == 1 ? null : Masks.Causal(count, offset, Device), count, offset, offset + count);
         for (var i = 0; i < _decoderLayers.Length; i++)
         {
             var (k, v) = cache.Cross(i);
@@ -168,6 +194,24 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         var scores = Project(last);
         return scores.dtype == ScalarType.Float32 ? scores : scores.to(ScalarType.Float32);
     }
+
+    /// <summary>The self-attention mask with a relative position bias added (a float mask: the bias where attention
+    /// is allowed, the lowest float where not), or the boolean mask unchanged when the stack has no bias.</summary>
+    private Tensor? WithBias(RelativePositionBias? bias, Tensor? mask, long queries, long offset, long keys)
+    {
+        if (bias is null) return mask;
+        var scores = bias.Forward(queries, offset, keys).to(DType);
+        // As Hugging Face: the lowest float added where attention is not allowed.
+        return mask is null ? scores : scores + mask.logical_not().to(DType) * GetMinValue(DType);
+    }
+
+    private static double GetMinValue(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float16 => -65504.0,
+        ScalarType.BFloat16 => -3.3895313892515355e38,
+        ScalarType.Float64 => double.MinValue,
+        _ => float.MinValue,
+    };
 
     private static void CheckIds(Tensor ids, int vocab, int maxLength, string what)
     {
@@ -189,6 +233,11 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         foreach (var l in _decoderLayers) l?.Dispose();
         _encoderNorm?.Dispose();
         _decoderNorm?.Dispose();
+        _encoderEmbedNorm?.Dispose();
+        _decoderEmbedNorm?.Dispose();
+        _encoderBias?.Dispose();
+        _decoderBias?.Dispose();
+        _decoderRotary?.Dispose();
         _projection?.Dispose();
         _rotary?.Dispose();
     }

@@ -9,7 +9,8 @@ namespace TransformerInference.Tokenization;
 /// <summary>The Hugging Face translation tokenizer families <see cref="SentencePieceTranslationTokenizer"/> reproduces.</summary>
 public enum TranslationTokenizerFamily
 {
-    /// <summary><c>MarianTokenizer</c>: <c>source.spm</c> / <c>target.spm</c> and one <c>vocab.json</c>; ids + <c>&lt;/s&gt;</c>.</summary>
+    /// <summary><c>MarianTokenizer</c>: <c>source.spm</c> / <c>target.spm</c> and one <c>vocab.json</c> (or, with
+    /// <c>separate_vocabs</c>, <c>vocab.json</c> + <c>target_vocab.json</c>); ids + <c>&lt;/s&gt;</c>.</summary>
     Marian,
 
     /// <summary><c>M2M100Tokenizer</c>: <c>sentencepiece.bpe.model</c> + <c>vocab.json</c>; <c>__xx__</c> + ids + <c>&lt;/s&gt;</c>.</summary>
@@ -17,30 +18,40 @@ public enum TranslationTokenizerFamily
 
     /// <summary><c>NllbTokenizer</c>: <c>sentencepiece.bpe.model</c> with the fairseq id offset; <c>xxx_Xxxx</c> + ids + <c>&lt;/s&gt;</c>.</summary>
     Nllb,
+
+    /// <summary><c>MBart50Tokenizer</c>: <c>sentencepiece.bpe.model</c> with the fairseq id offset, language codes after
+    /// the pieces, then <c>&lt;mask&gt;</c>; <c>xx_XX</c> + ids + <c>&lt;/s&gt;</c>.</summary>
+    MBart50,
+
+    /// <summary><c>T5Tokenizer</c>: <c>spiece.model</c> ids, <c>&lt;extra_id_N&gt;</c> sentinels counted down from the
+    /// last id; ids + <c>&lt;/s&gt;</c>, the task prefix is part of the text.</summary>
+    T5,
 }
 
 /// <summary>
 /// The Hugging Face slow (SentencePiece) tokenizers of translation models — <c>MarianTokenizer</c>,
-/// <c>M2M100Tokenizer</c> and <c>NllbTokenizer</c> — loaded from a model folder, giving the same ids and decoded
-/// text as Hugging Face.
+/// <c>M2M100Tokenizer</c>, <c>NllbTokenizer</c>, <c>MBart50Tokenizer</c> and <c>T5Tokenizer</c> — loaded from a model
+/// folder, giving the same ids and decoded text as Hugging Face.
 /// </summary>
 /// <remarks>
-/// <para>Text is normalized as the SentencePiece model's normalizer does it (NFKC-based <c>nmt_nfkc</c> character
-/// map, white-space runs collapsed, leading and trailing white space dropped, <c>▁</c> prefix), split into pieces by
-/// Microsoft.ML.Tokenizers' <see cref="SentencePieceTokenizer"/> (runs of unknown characters become one piece, as in
-/// <c>sentencepiece</c>), and each piece is mapped to the family's id: Marian and M2M100 look the piece string up in
-/// <c>vocab.json</c>, NLLB adds the fairseq offset to the SentencePiece id; a piece without an id gets the unknown id.
-/// The family's special tokens are then added: Marian appends <c>&lt;/s&gt;</c>; M2M100 and NLLB put the language
-/// token first and <c>&lt;/s&gt;</c> last (NLLB with <c>legacy_behaviour</c>: <c>… &lt;/s&gt; [lang]</c>).</para>
+/// <para>Text is first split at the special-token strings it contains (<c>&lt;/s&gt;</c>, language codes, T5
+/// sentinels, …), which become their ids as in Hugging Face; each remaining part is normalized as the SentencePiece
+/// model's normalizer does it (NFKC-based <c>nmt_nfkc</c> character map, white-space runs collapsed, leading and
+/// trailing white space dropped, <c>▁</c> prefix), split into pieces by Microsoft.ML.Tokenizers'
+/// <see cref="SentencePieceTokenizer"/> (runs of unknown characters become one piece, as in <c>sentencepiece</c>), and
+/// each piece is mapped to the family's id: Marian and M2M100 look the piece string up in their vocabulary file,
+/// NLLB and mBART-50 add the fairseq offset to the SentencePiece id, T5 uses it as it is; a piece without an id gets
+/// the unknown id. The family's framing is then added: Marian and T5 append <c>&lt;/s&gt;</c>; M2M100, NLLB and
+/// mBART-50 put the language token first and <c>&lt;/s&gt;</c> last (NLLB with <c>legacy_behaviour</c>:
+/// <c>… &lt;/s&gt; [lang]</c>).</para>
 /// <para>Decoding drops special tokens (including <c>&lt;unk&gt;</c> and every language token), joins the pieces,
 /// turns <c>▁</c> into spaces, trims, and applies Hugging Face's <c>clean_up_tokenization</c> when the folder's
-/// <c>clean_up_tokenization_spaces</c> is true (NLLB).</para>
+/// <c>clean_up_tokenization_spaces</c> is true.</para>
 /// <para>The <see cref="Tokenizer"/> methods inherited from Microsoft.ML.Tokenizers encode the source side with the
-/// default source language (<see cref="SourceLanguage"/>); token offsets refer to the normalized text, where spaces
-/// are <c>▁</c>. Special-token strings inside the text (such as a literal <c>&lt;/s&gt;</c>) are encoded as plain text,
-/// unlike Hugging Face, which splits them out. Instances are immutable and thread-safe.</para>
+/// default source language (<see cref="SourceLanguage"/>); token offsets refer to the normalized text of the part they
+/// come from, where spaces are <c>▁</c>. Instances are immutable and thread-safe.</para>
 /// </remarks>
-public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
+public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITranslationTokenizer
 {
     /// <summary>The language codes of <c>M2M100Tokenizer</c> (<c>language_codes = "m2m100"</c>), in id order.</summary>
     private static readonly string[] M2M100Languages =
@@ -51,20 +62,57 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
     /// <summary>The language codes of <c>M2M100Tokenizer</c> with <c>language_codes = "wmt21"</c>.</summary>
     private static readonly string[] Wmt21Languages = ["en", "ha", "is", "ja", "cs", "ru", "zh", "de"];
 
-    private const int NllbOffset = 1; // fairseq: <s>=0 <pad>=1 </s>=2 <unk>=3, spm id n (n >= 3) -> n + 1
+    private const int FairseqOffset = 1; // fairseq: <s>=0 <pad>=1 </s>=2 <unk>=3, spm id n (n >= 3) -> n + 1
 
+    private readonly Parts _parts;
     private readonly SentencePieceSegmenter _sourceModel;
     private readonly SentencePieceSegmenter _targetModel;
-    private readonly Dictionary<string, int>? _vocab; // Marian, M2M100: vocab.json
-    private readonly Dictionary<int, string> _idToToken = [];
-    private readonly Dictionary<string, int> _languageIds = new(StringComparer.Ordinal); // code -> id
-    private readonly Dictionary<string, int> _languageTokenIds = new(StringComparer.Ordinal); // token text -> id
-    private readonly HashSet<int> _specialIds = [];
-    private readonly HashSet<string> _specialTokens = new(StringComparer.Ordinal);
-    private readonly string[] _nllbPieces = [];
+    private readonly Dictionary<int, string> _idToToken;
+    private readonly Dictionary<string, int> _languageIds; // code -> id
+    private readonly Dictionary<string, int> _languageTokenIds; // token text -> id
+    private readonly HashSet<int> _specialIds;
+    private readonly HashSet<string> _specialTokens;
+    private readonly (string Token, int Id, bool LStrip, bool RStrip)[] _splitTokens; // special strings split out of text, longest first
+    private readonly string[] _fairseqPieces;
     private readonly bool _cleanUpSpaces;
     private readonly bool _legacyBehaviour;
     private readonly string _unknownToken;
+
+    /// <summary>What a family's builder produces: its models, vocabularies, special and language tokens.</summary>
+    private sealed class Parts
+    {
+        public required SentencePieceSegmenter SourceModel { get; init; }
+        public required SentencePieceSegmenter TargetModel { get; init; }
+        public Dictionary<string, int>? SourceVocab { get; init; } // Marian, M2M100: piece -> id by string
+        public Dictionary<string, int>? TargetVocab { get; init; }
+        public string[] FairseqPieces { get; init; } = []; // NLLB, mBART-50: spm id -> piece
+        public bool SpmIds { get; init; } // T5: id = spm id
+        public Dictionary<int, string> IdToToken { get; } = [];
+        public Dictionary<string, int> LanguageIds { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, int> LanguageTokenIds { get; } = new(StringComparer.Ordinal);
+        public HashSet<int> SpecialIds { get; } = [];
+        public Dictionary<string, int> SpecialTokens { get; } = new(StringComparer.Ordinal);
+        public int Eos { get; set; }
+        public int Unk { get; set; }
+        public int Pad { get; set; }
+        public int SourceSize { get; set; }
+        public int TargetSize { get; set; }
+
+        public void AddSpecial(string token, int id)
+        {
+            SpecialIds.Add(id);
+            SpecialTokens.TryAdd(token, id);
+            IdToToken.TryAdd(id, token);
+        }
+
+        public void AddLanguage(string code, string token, int id)
+        {
+            LanguageIds[code] = id;
+            LanguageTokenIds[token] = id;
+            IdToToken[id] = token;
+            AddSpecial(token, id);
+        }
+    }
 
     private SentencePieceTranslationTokenizer(TranslationTokenizerFamily family, Config config, string folder)
     {
@@ -72,168 +120,233 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
         _cleanUpSpaces = config.CleanUpSpaces;
         _legacyBehaviour = config.LegacyBehaviour;
         _unknownToken = config.Unk;
-        SourceLanguage = config.SourceLanguage;
-        TargetLanguage = config.TargetLanguage;
-
-        switch (family)
+        Parts parts = family switch
         {
-            case TranslationTokenizerFamily.Marian:
-            {
-                if (config.SeparateVocabs)
-                {
-                    throw new NotSupportedException(
-                        $"Tokenizer config '{config.Path}': separate_vocabs = true (two vocabulary files) is not supported.");
-                }
+            TranslationTokenizerFamily.Marian => BuildMarian(config, folder),
+            TranslationTokenizerFamily.M2M100 => BuildM2M100(config, folder),
+            TranslationTokenizerFamily.T5 => BuildT5(config, folder),
+            _ => BuildFairseq(config, folder),
+        };
+        _parts = parts;
+        _sourceModel = parts.SourceModel;
+        _targetModel = parts.TargetModel;
+        _idToToken = parts.IdToToken;
+        _languageIds = parts.LanguageIds;
+        _languageTokenIds = parts.LanguageTokenIds;
+        _specialIds = parts.SpecialIds;
+        _specialTokens = new HashSet<string>(parts.SpecialTokens.Keys, StringComparer.Ordinal);
+        _fairseqPieces = parts.FairseqPieces;
+        EndOfSentenceId = parts.Eos;
+        UnknownId = parts.Unk;
+        PadId = parts.Pad;
+        VocabularySize = parts.SourceSize;
+        TargetVocabularySize = parts.TargetSize;
+        _splitTokens = parts.SpecialTokens
+            .Select(p => (p.Key, p.Value, config.Strip.TryGetValue(p.Key, out var s) && s.LStrip, config.Strip.TryGetValue(p.Key, out s) && s.RStrip))
+            .Where(t => t.Key.Length > 0)
+            .OrderByDescending(t => t.Key.Length).ThenBy(t => t.Key, StringComparer.Ordinal).ToArray();
 
-                _sourceModel = SentencePieceSegmenter.Load(Path.Combine(folder, "source.spm"));
-                _targetModel = SentencePieceSegmenter.Load(Path.Combine(folder, "target.spm"));
-                _vocab = ReadVocab(Path.Combine(folder, "vocab.json"));
-                foreach ((string token, int id) in _vocab)
-                {
-                    _idToToken.TryAdd(id, token);
-                    if (token.Length > 4 && token.StartsWith(">>", StringComparison.Ordinal) && token.EndsWith("<<", StringComparison.Ordinal))
-                    {
-                        _languageIds[token[2..^2]] = id;
-                        _languageTokenIds[token] = id;
-                    }
-                }
-
-                EndOfSentenceId = RequireVocab(config.Eos, "eos_token");
-                UnknownId = RequireVocab(config.Unk, "unk_token");
-                PadId = RequireVocab(config.Pad ?? "<pad>", "pad_token");
-                AddSpecial(config.Eos, config.Unk, config.Pad);
-                AddSpecial(config.Additional);
-                VocabularySize = _vocab.Count;
-                break;
-            }
-
-            case TranslationTokenizerFamily.M2M100:
-            {
-                _sourceModel = _targetModel = SentencePieceSegmenter.Load(Path.Combine(folder, "sentencepiece.bpe.model"));
-                _vocab = ReadVocab(Path.Combine(folder, "vocab.json"));
-                foreach ((string token, int id) in _vocab)
-                {
-                    _idToToken.TryAdd(id, token);
-                }
-
-                string[] codes = config.LanguageCodes switch
-                {
-                    null or "m2m100" => M2M100Languages,
-                    "wmt21" => Wmt21Languages,
-                    string other => throw new NotSupportedException(
-                        $"Tokenizer config '{config.Path}': language_codes '{other}' is not supported (only m2m100 and wmt21)."),
-                };
-
-                // M2M100Tokenizer: language token i has id len(vocab.json) + i (encoder_size + i).
-                int baseId = _vocab.Count;
-                for (int i = 0; i < codes.Length; i++)
-                {
-                    string token = $"__{codes[i]}__";
-                    _languageIds[codes[i]] = baseId + i;
-                    _languageTokenIds[token] = baseId + i;
-                    _idToToken[baseId + i] = token;
-                    _specialIds.Add(baseId + i);
-                    _specialTokens.Add(token);
-                }
-
-                EndOfSentenceId = RequireVocab(config.Eos, "eos_token");
-                UnknownId = RequireVocab(config.Unk, "unk_token");
-                PadId = RequireVocab(config.Pad ?? "<pad>", "pad_token");
-                AddSpecial(config.Bos, config.Eos, config.Unk, config.Pad, config.Sep);
-                VocabularySize = baseId + codes.Length + config.MadeUpWords;
-                break;
-            }
-
-            default:
-            {
-                _sourceModel = _targetModel = SentencePieceSegmenter.Load(Path.Combine(folder, "sentencepiece.bpe.model"));
-                _nllbPieces = new string[_sourceModel.Count];
-                foreach ((string piece, int spmId) in _sourceModel.Vocabulary)
-                {
-                    if ((uint)spmId < (uint)_nllbPieces.Length)
-                    {
-                        _nllbPieces[spmId] = piece;
-                    }
-                }
-
-                // fairseq's four specials take ids 0-3; spm's own <unk>, <s>, </s> (0-2) are never used.
-                string[] fairseq = [config.Bos ?? "<s>", config.Pad ?? "<pad>", config.Eos, config.Unk];
-                for (int i = 0; i < fairseq.Length; i++)
-                {
-                    _idToToken[i] = fairseq[i];
-                    _specialIds.Add(i);
-                    _specialTokens.Add(fairseq[i]);
-                }
-
-                if (config.AddedTokens.Count == 0)
-                {
-                    throw new NotSupportedException(
-                        $"Tokenizer config '{config.Path}' has no added_tokens_decoder; NLLB language-code ids are read from it.");
-                }
-
-                int maxId = _nllbPieces.Length + NllbOffset - 1;
-                foreach ((int id, string content, bool special) in config.AddedTokens)
-                {
-                    maxId = Math.Max(maxId, id);
-                    _idToToken[id] = content;
-                    if (special)
-                    {
-                        _specialIds.Add(id);
-                        _specialTokens.Add(content);
-                    }
-
-                    if (id >= _nllbPieces.Length + NllbOffset && content != config.Mask && content != config.Bos
-                        && content != config.Eos && content != config.Unk && content != config.Pad)
-                    {
-                        _languageIds[content] = id;
-                        _languageTokenIds[content] = id;
-                    }
-                }
-
-                EndOfSentenceId = 2;
-                UnknownId = 3;
-                PadId = 1;
-                VocabularySize = maxId + 1;
-                break;
-            }
-        }
-
-        if (SourceLanguage is not null && !_languageIds.ContainsKey(SourceLanguage))
-        {
-            SourceLanguage = null; // Marian configs name languages that are not tokens.
-        }
-
-        if (TargetLanguage is not null && !_languageIds.ContainsKey(TargetLanguage))
-        {
-            TargetLanguage = null;
-        }
-
-        if (family != TranslationTokenizerFamily.Marian && SourceLanguage is null)
+        SourceLanguage = config.SourceLanguage is { } source && _languageIds.ContainsKey(source) ? source : null; // Marian configs name languages that are not tokens.
+        TargetLanguage = config.TargetLanguage is { } target && _languageIds.ContainsKey(target) ? target : null;
+        if (UsesLanguageTokens && SourceLanguage is null)
         {
             throw new InvalidDataException(
                 $"Tokenizer config '{config.Path}': src_lang '{config.SourceLanguage}' is missing or not a language of this tokenizer.");
         }
 
         Languages = [.. _languageIds.OrderBy(pair => pair.Value).Select(pair => pair.Key)];
+    }
 
-        int RequireVocab(string token, string name)
-            => _vocab!.TryGetValue(token, out int id)
-                ? id
-                : throw new InvalidDataException($"Tokenizer folder '{folder}': {name} '{token}' is not in vocab.json.");
-
-        void AddSpecial(params IEnumerable<string?> tokens)
+    /// <summary>Marian: pieces looked up in <c>vocab.json</c> (both sides) or, with <c>separate_vocabs</c>, the source
+    /// in <c>vocab.json</c> and the target in <c>target_vocab.json</c>; <c>&gt;&gt;xx&lt;&lt;</c> codes of a shared
+    /// vocabulary are its languages.</summary>
+    private static Parts BuildMarian(Config config, string folder)
+    {
+        SentencePieceSegmenter sourceModel = SentencePieceSegmenter.Load(Path.Combine(folder, "source.spm"));
+        SentencePieceSegmenter targetModel = SentencePieceSegmenter.Load(Path.Combine(folder, "target.spm"));
+        Dictionary<string, int> source = ReadVocab(Path.Combine(folder, "vocab.json"));
+        Dictionary<string, int> target = config.SeparateVocabs ? ReadVocab(Path.Combine(folder, "target_vocab.json")) : source;
+        var parts = new Parts { SourceModel = sourceModel, TargetModel = targetModel, SourceVocab = source, TargetVocab = target };
+        foreach ((string token, int id) in target)
         {
-            foreach (string? token in tokens)
+            parts.IdToToken.TryAdd(id, token);
+        }
+
+        if (!config.SeparateVocabs)
+        {
+            foreach ((string token, int id) in source)
             {
-                if (token is not null && _vocab!.TryGetValue(token, out int id))
+                if (token.Length > 4 && token.StartsWith(">>", StringComparison.Ordinal) && token.EndsWith("<<", StringComparison.Ordinal))
                 {
-                    _specialIds.Add(id);
-                    _specialTokens.Add(token);
+                    parts.LanguageIds[token[2..^2]] = id;
+                    parts.LanguageTokenIds[token] = id;
                 }
             }
         }
+
+        parts.Eos = Require(source, config.Eos, "eos_token", "vocab.json", folder);
+        parts.Unk = Require(source, config.Unk, "unk_token", "vocab.json", folder);
+        parts.Pad = Require(target, config.Pad ?? "<pad>", "pad_token", config.SeparateVocabs ? "target_vocab.json" : "vocab.json", folder);
+        foreach (string? token in new[] { config.Eos, config.Unk, config.Pad }.Concat(config.Additional))
+        {
+            if (token is not null && target.TryGetValue(token, out int id))
+            {
+                parts.AddSpecial(token, id);
+            }
+        }
+
+        parts.SourceSize = source.Count;
+        parts.TargetSize = target.Count;
+        return parts;
     }
 
+    /// <summary>M2M100: pieces looked up in <c>vocab.json</c>; language token <c>__xx__</c> i has id len(vocab.json) + i.</summary>
+    private static Parts BuildM2M100(Config config, string folder)
+    {
+        SentencePieceSegmenter model = SentencePieceSegmenter.Load(Path.Combine(folder, "sentencepiece.bpe.model"));
+        Dictionary<string, int> vocab = ReadVocab(Path.Combine(folder, "vocab.json"));
+        var parts = new Parts { SourceModel = model, TargetModel = model, SourceVocab = vocab, TargetVocab = vocab };
+        foreach ((string token, int id) in vocab)
+        {
+            parts.IdToToken.TryAdd(id, token);
+        }
+
+        string[] codes = config.LanguageCodes switch
+        {
+            null or "m2m100" => M2M100Languages,
+            "wmt21" => Wmt21Languages,
+            string other => throw new NotSupportedException(
+                $"Tokenizer config '{config.Path}': language_codes '{other}' is not supported (only m2m100 and wmt21)."),
+        };
+        for (int i = 0; i < codes.Length; i++)
+        {
+            parts.AddLanguage(codes[i], $"__{codes[i]}__", vocab.Count + i);
+        }
+
+        parts.Eos = Require(vocab, config.Eos, "eos_token", "vocab.json", folder);
+        parts.Unk = Require(vocab, config.Unk, "unk_token", "vocab.json", folder);
+        parts.Pad = Require(vocab, config.Pad ?? "<pad>", "pad_token", "vocab.json", folder);
+        foreach (string? token in new[] { config.Bos, config.Eos, config.Unk, config.Pad, config.Sep })
+        {
+            if (token is not null && vocab.TryGetValue(token, out int id))
+            {
+                parts.AddSpecial(token, id);
+            }
+        }
+
+        parts.SourceSize = parts.TargetSize = vocab.Count + codes.Length + config.MadeUpWords;
+        return parts;
+    }
+
+    /// <summary>NLLB and mBART-50: fairseq ids (spm id + 1, with <c>&lt;s&gt; &lt;pad&gt; &lt;/s&gt; &lt;unk&gt;</c>
+    /// as 0–3), then the language codes, then <c>&lt;mask&gt;</c>. The codes and their ids come from
+    /// <c>added_tokens_decoder</c>; a config without it (older releases) lists them in <c>additional_special_tokens</c>,
+    /// numbered in that order after the pieces.</summary>
+    private static Parts BuildFairseq(Config config, string folder)
+    {
+        SentencePieceSegmenter model = SentencePieceSegmenter.Load(Path.Combine(folder, "sentencepiece.bpe.model"));
+        var pieces = new string[model.Count];
+        foreach ((string piece, int spmId) in model.Vocabulary)
+        {
+            if ((uint)spmId < (uint)pieces.Length)
+            {
+                pieces[spmId] = piece;
+            }
+        }
+
+        var parts = new Parts { SourceModel = model, TargetModel = model, FairseqPieces = pieces };
+        // fairseq's four specials take ids 0-3; spm's own <unk>, <s>, </s> (0-2) are never used.
+        string[] fairseq = [config.Bos ?? "<s>", config.Pad ?? "<pad>", config.Eos, config.Unk];
+        for (int i = 0; i < fairseq.Length; i++)
+        {
+            parts.AddSpecial(fairseq[i], i);
+        }
+
+        int firstAdded = pieces.Length + FairseqOffset;
+        List<(int Id, string Content, bool Special)> added = config.AddedTokens.Where(t => t.Id >= firstAdded).ToList();
+        if (added.Count == 0)
+        {
+            if (config.Additional.Count == 0)
+            {
+                throw new InvalidDataException(
+                    $"Tokenizer config '{config.Path}' lists no language codes (neither added_tokens_decoder nor additional_special_tokens).");
+            }
+
+            added = config.Additional.Select((code, i) => (firstAdded + i, code, true)).ToList();
+            added.Add((firstAdded + config.Additional.Count, config.Mask ?? "<mask>", true));
+        }
+
+        int maxId = firstAdded - 1;
+        foreach ((int id, string content, bool special) in added)
+        {
+            maxId = Math.Max(maxId, id);
+            if (content != config.Mask && content != "<mask>")
+            {
+                parts.AddLanguage(content, content, id);
+            }
+            else if (special)
+            {
+                parts.AddSpecial(content, id);
+            }
+            else
+            {
+                parts.IdToToken[id] = content;
+            }
+        }
+
+        parts.Eos = 2;
+        parts.Unk = 3;
+        parts.Pad = 1;
+        parts.SourceSize = parts.TargetSize = maxId + 1;
+        return parts;
+    }
+
+    /// <summary>T5: ids are <c>spiece.model</c> ids (<c>&lt;pad&gt;</c>=0, <c>&lt;/s&gt;</c>=1, <c>&lt;unk&gt;</c>=2);
+    /// <c>&lt;extra_id_i&gt;</c> is id len(spiece) + extra_ids - 1 - i (or as <c>added_tokens_decoder</c> lists it).</summary>
+    private static Parts BuildT5(Config config, string folder)
+    {
+        SentencePieceSegmenter model = SentencePieceSegmenter.Load(Path.Combine(folder, "spiece.model"));
+        var parts = new Parts { SourceModel = model, TargetModel = model, SpmIds = true };
+        foreach ((string piece, int id) in model.Vocabulary)
+        {
+            parts.IdToToken.TryAdd(id, piece);
+        }
+
+        int RequirePiece(string token, string name) => model.Vocabulary.TryGetValue(token, out int id)
+            ? id
+            : throw new InvalidDataException($"Tokenizer folder '{folder}': {name} '{token}' is not in spiece.model.");
+        parts.Eos = RequirePiece(config.Eos, "eos_token");
+        parts.Unk = RequirePiece(config.Unk, "unk_token");
+        parts.Pad = RequirePiece(config.Pad ?? "<pad>", "pad_token");
+        parts.AddSpecial(config.Eos, parts.Eos);
+        parts.AddSpecial(config.Unk, parts.Unk);
+        parts.AddSpecial(config.Pad ?? "<pad>", parts.Pad);
+
+        int maxId = model.Count - 1;
+        List<(int Id, string Content, bool Special)> added = config.AddedTokens.Where(t => t.Id >= model.Count).ToList();
+        if (added.Count == 0)
+        {
+            int extra = config.ExtraIds ?? config.Additional.Count(t => t.StartsWith("<extra_id_", StringComparison.Ordinal));
+            added = Enumerable.Range(0, extra).Select(i => (model.Count + extra - 1 - i, $"<extra_id_{i}>", true)).ToList();
+        }
+
+        foreach ((int id, string content, bool _) in added)
+        {
+            maxId = Math.Max(maxId, id);
+            parts.AddSpecial(content, id);
+        }
+
+        parts.SourceSize = parts.TargetSize = maxId + 1;
+        return parts;
+    }
+
+    private static int Require(Dictionary<string, int> vocab, string token, string name, string file, string folder)
+        => vocab.TryGetValue(token, out int id)
+            ? id
+            : throw new InvalidDataException($"Tokenizer folder '{folder}': {name} '{token}' is not in {file}.");
+
+    /// <summary>Whether the family frames its inputs with language tokens (M2M100, NLLB, mBART-50).</summary>
+    private bool UsesLanguageTokens => Family is TranslationTokenizerFamily.M2M100 or TranslationTokenizerFamily.Nllb or TranslationTokenizerFamily.MBart50;
     /// <summary>Which Hugging Face tokenizer this one reproduces (from <c>tokenizer_class</c>).</summary>
     public TranslationTokenizerFamily Family { get; }
 
@@ -258,22 +371,30 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
     /// <summary>Id of <c>&lt;unk&gt;</c>, given to pieces without an id.</summary>
     public int UnknownId { get; }
 
-    /// <summary>Id of <c>&lt;pad&gt;</c> (Marian's decoder start token).</summary>
+    /// <summary>Id of <c>&lt;pad&gt;</c> (Marian's and T5's decoder start token).</summary>
     public int PadId { get; }
 
     /// <summary>
-    /// Number of ids (Hugging Face's <c>len(tokenizer)</c>; M2M100 also counts its <c>madeupword</c> slots, which
-    /// the model's embedding holds).
+    /// Number of source-side ids (Hugging Face's <c>len(tokenizer)</c>; M2M100 also counts its <c>madeupword</c>
+    /// slots, which the model's embedding holds).
     /// </summary>
     public int VocabularySize { get; }
+
+    /// <summary>Number of target-side ids (differs from <see cref="VocabularySize"/> only for Marian models with
+    /// separate vocabularies).</summary>
+    public int TargetVocabularySize { get; }
+
+    /// <inheritdoc/>
+    int ITranslationTokenizer.SourceVocabularySize => VocabularySize;
 
     /// <summary>Ids that decoding drops: <c>&lt;/s&gt;</c>, <c>&lt;unk&gt;</c>, <c>&lt;pad&gt;</c>, language tokens, ….</summary>
     public IReadOnlyCollection<int> SpecialTokenIds => _specialIds;
 
     /// <summary>Loads the tokenizer of a Hugging Face model folder.</summary>
     /// <param name="folder">Folder holding <c>tokenizer_config.json</c> (its <c>tokenizer_class</c> picks the family) and
-    /// the family's files: Marian <c>source.spm</c>, <c>target.spm</c>, <c>vocab.json</c>; M2M100
-    /// <c>sentencepiece.bpe.model</c>, <c>vocab.json</c>; NLLB <c>sentencepiece.bpe.model</c>.</param>
+    /// the family's files: Marian <c>source.spm</c>, <c>target.spm</c>, <c>vocab.json</c> (and
+    /// <c>target_vocab.json</c> with separate vocabularies); M2M100 <c>sentencepiece.bpe.model</c>, <c>vocab.json</c>;
+    /// NLLB and mBART-50 <c>sentencepiece.bpe.model</c>; T5 <c>spiece.model</c>.</param>
     /// <returns>The tokenizer.</returns>
     /// <exception cref="ArgumentException"><paramref name="folder"/> is null or empty.</exception>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
@@ -295,9 +416,11 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
             "MarianTokenizer" => TranslationTokenizerFamily.Marian,
             "M2M100Tokenizer" => TranslationTokenizerFamily.M2M100,
             "NllbTokenizer" or "NllbTokenizerFast" => TranslationTokenizerFamily.Nllb,
+            "MBart50Tokenizer" or "MBart50TokenizerFast" => TranslationTokenizerFamily.MBart50,
+            "T5Tokenizer" or "T5TokenizerFast" => TranslationTokenizerFamily.T5,
             _ => throw new NotSupportedException(
                 $"Tokenizer config '{config.Path}': tokenizer_class '{config.TokenizerClass}' is not supported "
-                + "(MarianTokenizer, M2M100Tokenizer or NllbTokenizer)."),
+                + "(MarianTokenizer, M2M100Tokenizer, NllbTokenizer, MBart50Tokenizer or T5Tokenizer)."),
         };
         return new SentencePieceTranslationTokenizer(family, config, full);
     }
@@ -367,8 +490,8 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
             return token;
         }
 
-        int spmId = id - NllbOffset;
-        return Family == TranslationTokenizerFamily.Nllb && spmId >= 3 && spmId < _nllbPieces.Length ? _nllbPieces[spmId] : null;
+        int spmId = id - FairseqOffset;
+        return _fairseqPieces.Length > 0 && spmId >= 3 && spmId < _fairseqPieces.Length ? _fairseqPieces[spmId] : null;
     }
 
     /// <summary>Whether decoding drops <paramref name="id"/> (special and language tokens).</summary>
@@ -409,8 +532,8 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
         string text = Family switch
         {
             TranslationTokenizerFamily.Marian => JoinWithSpecials(tokens, _targetModel, " ").Replace('\u2581', ' '),
-            TranslationTokenizerFamily.M2M100 => JoinWithSpecials(tokens, _sourceModel, string.Empty),
-            _ => string.Concat(tokens).Replace('\u2581', ' '),
+            TranslationTokenizerFamily.Nllb => string.Concat(tokens).Replace('\u2581', ' '),
+            _ => JoinWithSpecials(tokens, _targetModel, string.Empty), // M2M100, mBART-50, T5: sentencepiece's decode
         };
         text = PythonStrip(text);
         return _cleanUpSpaces ? CleanUpTokenization(text) : text;
@@ -464,13 +587,17 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
     private void EncodeCore(string text, string? language, bool target, List<EncodedToken> tokens, out string normalized)
     {
         SentencePieceSegmenter model = target ? _targetModel : _sourceModel;
+        Dictionary<string, int>? vocab = target ? _parts.TargetVocab : _parts.SourceVocab;
         int? languageId = null;
-        if (Family == TranslationTokenizerFamily.Marian)
+        if (!UsesLanguageTokens)
         {
             if (language is not null)
             {
                 throw new ArgumentException(
-                    "Marian tokenizers take no language argument; multilingual Marian models read a >>xx<< token at the start of the text.",
+                    $"{Family} tokenizers take no language argument"
+                    + (Family == TranslationTokenizerFamily.Marian
+                        ? "; multilingual Marian models read a >>xx<< token at the start of the text."
+                        : "; T5 models read a task prefix in the text (\"translate English to German: ...\")."),
                     nameof(language));
             }
         }
@@ -492,18 +619,32 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
             Match code = MarianLanguageCode().Match(text);
             if (code.Success && code.Index == 0)
             {
-                tokens.Add(new EncodedToken(MapPiece(code.Value), code.Value, new Range(0, 0)));
+                tokens.Add(new EncodedToken(MapPiece(code.Value, vocab), code.Value, new Range(0, 0)));
             }
 
             text = MarianLanguageCode().Replace(text, string.Empty);
         }
 
-        List<SentencePieceSegmenter.Piece> pieces = model.Split(text, out normalized);
-        foreach (SentencePieceSegmenter.Piece piece in pieces)
+        var normalizedParts = new StringBuilder();
+        foreach ((string part, int? specialId) in SplitSpecialTokens(text))
         {
-            tokens.Add(new EncodedToken(MapPiece(piece.Text), piece.Text, new Range(piece.Start, piece.End)));
+            if (specialId is { } id)
+            {
+                tokens.Add(new EncodedToken(id, part, new Range(normalizedParts.Length, normalizedParts.Length)));
+                continue;
+            }
+
+            int start = normalizedParts.Length;
+            List<SentencePieceSegmenter.Piece> pieces = model.Split(part, out string partNormalized);
+            foreach (SentencePieceSegmenter.Piece piece in pieces)
+            {
+                tokens.Add(new EncodedToken(MapPiece(piece.Text, vocab), piece.Text, new Range(start + piece.Start, start + piece.End)));
+            }
+
+            normalizedParts.Append(partNormalized);
         }
 
+        normalized = normalizedParts.ToString();
         int end = normalized.Length;
         tokens.Add(new EncodedToken(EndOfSentenceId, IdToToken(EndOfSentenceId)!, new Range(end, end)));
         if (languageId is not null && !prefixLanguage)
@@ -512,16 +653,80 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
         }
     }
 
-    private int MapPiece(string piece)
+    /// <summary>
+    /// Hugging Face's split at added special tokens: the text's special-token strings (longest first, left to right)
+    /// become their own ids; a token marked <c>lstrip</c>/<c>rstrip</c> in <c>added_tokens_decoder</c> takes the white
+    /// space on that side with it; empty parts are dropped.
+    /// </summary>
+    private List<(string Part, int? SpecialId)> SplitSpecialTokens(string text)
     {
-        if (_vocab is not null)
+        var parts = new List<(string Part, int? SpecialId)>();
+        int textStart = 0, position = 0;
+        while (position < text.Length)
         {
-            return _vocab.TryGetValue(piece, out int id) ? id : UnknownId;
+            (string Token, int Id, bool LStrip, bool RStrip)? found = null;
+            foreach (var candidate in _splitTokens)
+            {
+                if (string.CompareOrdinal(text, position, candidate.Token, 0, candidate.Token.Length) == 0)
+                {
+                    found = candidate;
+                    break;
+                }
+            }
+
+            if (found is not { } special)
+            {
+                position++;
+                continue;
+            }
+
+            string before = text[textStart..position];
+            if (special.LStrip)
+            {
+                before = before.TrimEnd();
+            }
+
+            if (before.Length > 0)
+            {
+                parts.Add((before, null));
+            }
+
+            parts.Add((special.Token, special.Id));
+            position += special.Token.Length;
+            if (special.RStrip)
+            {
+                while (position < text.Length && char.IsWhiteSpace(text[position]))
+                {
+                    position++;
+                }
+            }
+
+            textStart = position;
         }
 
-        // NllbTokenizer._convert_token_to_id: spm id + offset, or <unk> when sentencepiece gives its unknown id 0.
+        if (textStart < text.Length || parts.Count == 0)
+        {
+            parts.Add((text[textStart..], null));
+        }
+
+        return parts;
+    }
+
+    private int MapPiece(string piece, Dictionary<string, int>? vocab)
+    {
+        if (vocab is not null)
+        {
+            return vocab.TryGetValue(piece, out int id) ? id : UnknownId;
+        }
+
+        if (_parts.SpmIds)
+        {
+            return _sourceModel.Vocabulary.TryGetValue(piece, out int direct) ? direct : UnknownId;
+        }
+
+        // fairseq _convert_token_to_id: spm id + offset, or <unk> when sentencepiece gives its unknown id 0.
         return _sourceModel.Vocabulary.TryGetValue(piece, out int spmId) && spmId != _sourceModel.UnknownId
-            ? spmId + NllbOffset
+            ? spmId + FairseqOffset
             : UnknownId;
     }
 
@@ -532,18 +737,19 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
             return token;
         }
 
-        if (Family != TranslationTokenizerFamily.Nllb)
+        if (_fairseqPieces.Length == 0)
         {
-            return _unknownToken; // Marian/M2M100 _convert_id_to_token: decoder.get(index, unk_token)
+            // Marian/M2M100 _convert_id_to_token: decoder.get(index, unk_token); T5: a spare embedding row, no piece.
+            return _unknownToken;
         }
 
-        int spmId = id - NllbOffset;
-        if (spmId < 0 || spmId >= _nllbPieces.Length)
+        int spmId = id - FairseqOffset;
+        if (spmId < 0 || spmId >= _fairseqPieces.Length)
         {
-            throw new ArgumentOutOfRangeException(nameof(id), id, $"Id {id} is outside the NLLB vocabulary (0..{VocabularySize - 1}).");
+            throw new ArgumentOutOfRangeException(nameof(id), id, $"Id {id} is outside the {Family} vocabulary (0..{VocabularySize - 1}).");
         }
 
-        return _nllbPieces[spmId];
+        return _fairseqPieces[spmId];
     }
 
     /// <summary>
@@ -675,6 +881,28 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
     [GeneratedRegex(">>.+<<")]
     private static partial Regex MarianLanguageCode();
 
+    /// <inheritdoc/>
+    IReadOnlyList<int> ITranslationTokenizer.EncodeSource(string text, string? sourceLanguage) => EncodeSource(text, sourceLanguage);
+
+    /// <summary>The first token the decoder is forced to produce: the target language's token for M2M100, NLLB and
+    /// mBART-50 (<paramref name="targetLanguage"/>, else <see cref="TargetLanguage"/>); null for Marian and T5, whose
+    /// target language is fixed or named in the input.</summary>
+    /// <param name="targetLanguage">A code from <see cref="Languages"/>, or null for the default.</param>
+    /// <returns>The id, or null.</returns>
+    /// <exception cref="ArgumentException">The language is unknown, or none is given and the tokenizer has no default.</exception>
+    public int? TargetLanguageToken(string? targetLanguage)
+    {
+        if (!UsesLanguageTokens)
+        {
+            return targetLanguage is null ? null : LanguageId(targetLanguage);
+        }
+
+        string language = targetLanguage ?? TargetLanguage ?? throw new ArgumentException(
+            $"A multilingual {Family} model needs a target language (known: {string.Join(", ", Languages.Take(8))}{(Languages.Count > 8 ? ", …" : "")}).",
+            nameof(targetLanguage));
+        return LanguageId(language);
+    }
+
     /// <summary>The entries of <c>tokenizer_config.json</c> this class uses.</summary>
     private sealed record Config(
         string Path,
@@ -692,8 +920,10 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
         bool CleanUpSpaces,
         bool LegacyBehaviour,
         bool SeparateVocabs,
+        int? ExtraIds,
         List<string> Additional,
-        List<(int Id, string Content, bool Special)> AddedTokens)
+        List<(int Id, string Content, bool Special)> AddedTokens,
+        Dictionary<string, (bool LStrip, bool RStrip)> Strip)
     {
         public static Config Read(string path)
         {
@@ -713,6 +943,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
                 }
 
                 var added = new List<(int, string, bool)>();
+                var strip = new Dictionary<string, (bool, bool)>(StringComparer.Ordinal);
                 if (root.TryGetProperty("added_tokens_decoder", out JsonElement decoder) && decoder.ValueKind == JsonValueKind.Object)
                 {
                     foreach (JsonProperty entry in decoder.EnumerateObject())
@@ -724,6 +955,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
 
                         bool special = entry.Value.TryGetProperty("special", out JsonElement s) && s.ValueKind == JsonValueKind.True;
                         added.Add((id, content, special));
+                        strip[content] = (Bool(entry.Value, "lstrip"), Bool(entry.Value, "rstrip"));
                     }
                 }
 
@@ -749,8 +981,10 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer
                     Bool(root, "clean_up_tokenization_spaces"),
                     Bool(root, "legacy_behaviour"),
                     Bool(root, "separate_vocabs"),
+                    root.TryGetProperty("extra_ids", out JsonElement e) && e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int extraIds) ? extraIds : null,
                     additional,
-                    added);
+                    added,
+                    strip);
             }
             catch (JsonException e)
             {

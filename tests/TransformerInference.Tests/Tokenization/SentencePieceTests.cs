@@ -12,7 +12,10 @@ namespace TransformerInference.Tests.Tokenization;
 /// </summary>
 public class SentencePieceTests
 {
-    public static readonly string[] Families = ["marian", "m2m100", "nllb"];
+    public static readonly string[] Families = ["marian", "m2m100", "nllb", "marian-separate", "m2m100-asym", "mbart", "t5", "flan-t5"];
+
+    /// <summary>Families whose framing puts a language token first.</summary>
+    private static bool LanguageFirst(string family) => family is "m2m100" or "nllb" or "m2m100-asym" or "mbart";
 
     private static readonly Dictionary<string, SentencePieceTranslationTokenizer> Tokenizers = [];
     private static readonly Dictionary<string, JsonElement> Expected = [];
@@ -98,7 +101,7 @@ public class SentencePieceTests
 
         // Pieces: every token except the special ones the tokenizer adds.
         string[] expectedPieces = test.GetProperty("pieces").EnumerateArray().Select(p => p.GetString()!).ToArray();
-        int skipFront = family == "marian" ? 0 : 1;
+        int skipFront = LanguageFirst(family) ? 1 : 0;
         string[] pieces = tokens.Skip(skipFront).Take(tokens.Count - skipFront - 1).Select(t => t.Value).ToArray();
         Assert.Equal(expectedPieces, pieces);
 
@@ -138,7 +141,8 @@ public class SentencePieceTests
         else
         {
             Assert.Equal(JsonValueKind.Null, forced.ValueKind);
-            Assert.Equal(generation.GetProperty("decoder_start_token_id").GetInt32(), tokenizer.PadId); // Marian starts with <pad>
+            Assert.Null(tokenizer.TargetLanguageToken(null));
+            Assert.Equal(generation.GetProperty("decoder_start_token_id").GetInt32(), tokenizer.PadId); // Marian and T5 start with <pad>
         }
     }
 
@@ -304,8 +308,11 @@ public class SentencePieceTests
             FileNotFoundException missingConfig = Assert.Throws<FileNotFoundException>(() => SentencePieceTranslationTokenizer.Create(folder));
             Assert.Contains("tokenizer_config.json", missingConfig.Message);
 
+            File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), "{\"tokenizer_class\": \"BertTokenizer\"}");
+            Assert.Contains("BertTokenizer", Assert.Throws<NotSupportedException>(() => SentencePieceTranslationTokenizer.Create(folder)).Message);
+
             File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), "{\"tokenizer_class\": \"T5Tokenizer\"}");
-            Assert.Contains("T5Tokenizer", Assert.Throws<NotSupportedException>(() => SentencePieceTranslationTokenizer.Create(folder)).Message);
+            Assert.Contains("spiece.model", Assert.Throws<FileNotFoundException>(() => SentencePieceTranslationTokenizer.Create(folder)).Message);
 
             File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), "{\"tokenizer_class\": \"MarianTokenizer\"");
             Assert.Contains("tokenizer_config.json", Assert.Throws<InvalidDataException>(() => SentencePieceTranslationTokenizer.Create(folder)).Message);
