@@ -297,13 +297,14 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         var encoded = _tokenizer.EncodeSource(text, _options.SourceLanguage).ToArray();
         if (encoded.Length == 0) return null;
         if (encoded.Length <= Model.MaxSourceLength) return encoded;
-        if (!_options.Truncate)
-            throw new ArgumentException(
-                $"The input has {encoded.Length} tokens; the model accepts at most {Model.MaxSourceLength}. Input starts: \"{Preview(text)}\".",
-                nameof(text));
-        // Keep the framing (language codes, start and end tokens) at both ends and cut the text between them.
+        // The framing (language codes, start and end tokens) stays at both ends; the text between them is cut.
         var lead = encoded.TakeWhile(_tokenizer.IsSpecialToken).Count();
         var tail = encoded.Reverse().TakeWhile(_tokenizer.IsSpecialToken).Count();
+        if (!_options.Truncate)
+            throw new ArgumentException(
+                $"The input has {encoded.Length - lead - tail} tokens; the model accepts at most {Model.MaxSourceLength - lead - tail} "
+                + $"(source length {Model.MaxSourceLength} minus {lead + tail} framing tokens). Input starts: \"{Preview(text)}\".",
+                nameof(text));
         var body = Math.Max(Model.MaxSourceLength - lead - tail, 0);
         TranslatorDiagnostics.Truncated(_options.Logger, Name, encoded.Length, Model.MaxSourceLength);
         return encoded[..(lead + body)].Concat(encoded[^tail..]).ToArray();
