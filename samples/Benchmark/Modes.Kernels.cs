@@ -28,6 +28,7 @@ internal static partial class Modes
         list.Add(new($"ours float32 ({best})", best, WeightQuantization.None, ScalarType.Float32));
         if (o.AllKernels && best != "portable") list.Add(new("ours float32 (portable)", "portable", WeightQuantization.None, ScalarType.Float32));
         list.Add(new($"ours int8 ({best})", best, WeightQuantization.Int8, ScalarType.Float32));
+        list.Add(new($"ours bf16 weights ({best})", best, WeightQuantization.BFloat16, ScalarType.Float32));
         if (o.AllKernels) list.Add(new("LibTorch bfloat16", "libtorch", WeightQuantization.None, ScalarType.BFloat16));
         return list;
     }

@@ -31,7 +31,7 @@ internal static partial class Modes
         foreach (var e in Engines(o).Where(e => e.DType == ScalarType.Float32))
         {
             using var model = Load(config, e);
-            var bytesPerWeight = e.Quantization == WeightQuantization.Int8 ? 1 : 4;
+            var bytesPerWeight = e.Quantization switch { WeightQuantization.Int8 => 1, WeightQuantization.BFloat16 => 2, _ => 4 };
             foreach (var batch in new[] { 1, 16 })
             {
                 using var scope = NewDisposeScope();

@@ -35,6 +35,7 @@ static async Task<int> RunText(CommandLine cli)
     var options = new TranslatorOptions
     {
         Device = cli.Device,
+        Quantization = cli.Quantization,
         Heads = cli.Heads,
         MaxBatchSize = cli.BatchSize,
         Decoding = cli.DecodingGiven ? cli.Decoding : null, // null: the model family's defaults
@@ -92,7 +93,7 @@ static async Task<int> RunText(CommandLine cli)
 
 static int RunIds(CommandLine cli)
 {
-    using var model = ModelLoader.Load(cli.ModelPath, new ModelLoadOptions { Device = cli.Device, Heads = cli.Heads });
+    using var model = ModelLoader.Load(cli.ModelPath, new ModelLoadOptions { Device = cli.Device, Heads = cli.Heads, Quantization = cli.Quantization });
     // A Hugging Face folder brings its generation rules (start token, forced and banned tokens, length).
     var decoding = cli.Decoding;
     if (File.Exists(Path.Combine(cli.ModelPath, "generation_config.json")))
@@ -190,6 +191,8 @@ sealed class CommandLine
           --src-lang L  --tgt-lang L   languages of multilingual models (M2M100: en, ne; NLLB: eng_Latn, npi_Deva)
           --heads N                attention heads of a seed checkpoint (default: h of model_args.json beside it, else 8)
           --device cpu|cuda        (default cpu; cuda needs the build property TorchBackend=cuda)
+          --quantize none|int8|bf16  linear-layer weights: as loaded (default), int8 per output channel, or bfloat16;
+                                   quantized at load, activations stay float32 (CPU)
         Input / output:
           --input-format text|ids  ids: each line holds space-separated source ids ([SOS] ... [EOS] included)
           --format text|jsonl      jsonl: {"input","output","ids","n_best":[{"ids","output","score"}]} or
@@ -215,6 +218,7 @@ sealed class CommandLine
     public string TargetTokenizer { get; private set; } = "";
     public int Heads { get; private set; } = 8;
     public torch.Device Device { get; private set; } = torch.CPU;
+    public WeightQuantization Quantization { get; private set; }
     public string Format { get; private set; } = "text";
     public string InputFormat { get; private set; } = "text";
     public int BatchSize { get; private set; } = 32;
@@ -255,6 +259,15 @@ sealed class CommandLine
                         "cpu" => torch.CPU,
                         "cuda" => torch.cuda.is_available() ? torch.CUDA : throw new UsageException("CUDA is not available: build with -p:TorchBackend=cuda on a machine with an NVIDIA GPU"),
                         var other => throw new UsageException($"--device must be cpu or cuda, got '{other}'"),
+                    };
+                    break;
+                case "--quantize":
+                    c.Quantization = Value() switch
+                    {
+                        "none" => WeightQuantization.None,
+                        "int8" => WeightQuantization.Int8,
+                        "bf16" or "bfloat16" => WeightQuantization.BFloat16,
+                        var other => throw new UsageException($"--quantize must be none, int8 or bf16, got '{other}'"),
                     };
                     break;
                 case "--format": c.Format = Value() is "text" or "jsonl" ? args[i] : throw new UsageException($"--format must be text or jsonl, got '{args[i]}'"); break;

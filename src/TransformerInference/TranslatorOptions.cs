@@ -20,7 +20,7 @@ public sealed record TranslatorOptions
     public ScalarType DType { get; init; } = ScalarType.Float32;
 
     /// <summary>Storage of the linear-layer weights (default none: as loaded). <see cref="WeightQuantization.Int8"/>
-    /// quantizes them at load (CPU float32 models).</summary>
+    /// and <see cref="WeightQuantization.BFloat16"/> convert them at load (CPU float32 models).</summary>
     public WeightQuantization Quantization { get; init; }
 
     /// <summary>Attention heads of a seed checkpoint, which does not record them (default 8).</summary>

@@ -10,4 +10,9 @@ public enum WeightQuantization
     /// activations stay float32 and sums are float32. About a quarter of the float32 weight memory and bandwidth.
     /// CPU float32 models only.</summary>
     Int8,
+
+    /// <summary>bfloat16 (rounded to nearest even at load) widened to float32 in registers; activations, sums,
+    /// attention and softmax stay float32. Half the float32 weight memory and bandwidth. CPU float32 models only
+    /// (for bfloat16 activations as well, set the model's dtype instead).</summary>
+    BFloat16,
 }

@@ -20,8 +20,8 @@ public sealed record ModelLoadOptions
     /// <c>[EOS]</c>=3, as the seed's tokenizers). Ignored for folders whose config.json names them.</summary>
     public SpecialTokenIds SpecialIds { get; init; } = new();
 
-    /// <summary>Storage of the linear-layer weights (default <see cref="WeightQuantization.None"/>): int8 weights are
-    /// quantized at load from the float checkpoint and run by our CPU kernels (CPU float32 models only).</summary>
+    /// <summary>Storage of the linear-layer weights (default <see cref="WeightQuantization.None"/>): int8 or bfloat16
+    /// weights are made at load from the float checkpoint and run by our CPU kernels (CPU float32 models only).</summary>
     public WeightQuantization Quantization { get; init; }
 
     /// <summary>The kernel of the weight products (default: chosen by device and CPU features). For tests and

@@ -90,6 +90,7 @@ internal sealed record LinearKernels(CpuKernel? Cpu, PackedFormat Format)
         {
             WeightQuantization.None => PackedFormat.Float32,
             WeightQuantization.Int8 => PackedFormat.Int8,
+            WeightQuantization.BFloat16 => PackedFormat.BFloat16,
             _ => throw new ArgumentException($"Unknown weight quantization {quantization}.", nameof(quantization)),
         };
         if (!ours)
