@@ -16,14 +16,15 @@ public partial class SentencePieceOracleTests
 {
     public static readonly TheoryData<string> Kinds = ["bpe", "unigram"];
 
-    private static readonly Lazy<List<(string Text, Dictionary<string, int[]> Ids)>> Lines = new(ReadLines);
+    private static readonly Lazy<List<(string Text, Dictionary<string, int[]> Ids)>> Lines = new(() => ReadLines("expected.jsonl.gz"));
+    private static readonly Lazy<List<(string Text, Dictionary<string, int[]> Ids)>> SpecialLines = new(() => ReadLines("special.jsonl.gz"));
 
     private static string ModelPath(string kind) => Fixtures.Path_("spm-oracle", $"{kind}16k.model");
 
-    private static List<(string, Dictionary<string, int[]>)> ReadLines()
+    private static List<(string, Dictionary<string, int[]>)> ReadLines(string file)
     {
         var lines = new List<(string, Dictionary<string, int[]>)>();
-        using var gzip = new GZipStream(File.OpenRead(Fixtures.Path_("spm-oracle", "expected.jsonl.gz")), CompressionMode.Decompress);
+        using var gzip = new GZipStream(File.OpenRead(Fixtures.Path_("spm-oracle", file)), CompressionMode.Decompress);
         using var reader = new StreamReader(gzip);
         while (reader.ReadLine() is string line)
         {
@@ -57,6 +58,17 @@ public partial class SentencePieceOracleTests
     {
         SentencePieceSegmenter segmenter = SentencePieceSegmenter.Load(ModelPath(kind));
         AssertAllLines(kind, "segmenter", text => [.. segmenter.Split(text, out _).Select(p => p.Id)], ids => ids);
+    }
+
+    /// <summary>Small models (2,000 pieces) with user-defined pieces (kept whole) and one normal piece in seven of
+    /// two or more characters marked unused (BPE splits it back into the pair it was merged from; unigram never
+    /// emits it), on 2,500 lines with user-defined pieces inserted.</summary>
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void Segmenter_follows_sentencepiece_on_user_defined_and_unused_pieces(string kind)
+    {
+        SentencePieceSegmenter segmenter = SentencePieceSegmenter.Load(Fixtures.Path_("spm-oracle", $"{kind}-special.model"));
+        AssertAllLines(kind, "special", text => [.. segmenter.Split(text, out _).Select(p => p.Id)], ids => ids, SpecialLines.Value, minimum: 2500);
     }
 
     [Theory]
@@ -178,11 +190,17 @@ public partial class SentencePieceOracleTests
 
     /// <summary>Encodes every oracle line (<paramref name="encode"/> may return null to leave a line out) and
     /// asserts that none differs from sentencepiece's ids mapped by <paramref name="expected"/>.</summary>
-    private static void AssertAllLines(string kind, string what, Func<string, int[]?> encode, Func<int[], int[]> expected)
+    private static void AssertAllLines(
+        string kind,
+        string what,
+        Func<string, int[]?> encode,
+        Func<int[], int[]> expected,
+        List<(string Text, Dictionary<string, int[]> Ids)>? lines = null,
+        int minimum = 5000)
     {
         int compared = 0;
         var differences = new List<string>();
-        foreach ((string text, Dictionary<string, int[]> ids) in Lines.Value)
+        foreach ((string text, Dictionary<string, int[]> ids) in lines ?? Lines.Value)
         {
             int[]? actual = encode(text);
             if (actual is null)
@@ -198,7 +216,7 @@ public partial class SentencePieceOracleTests
             }
         }
 
-        Assert.True(compared >= 5000, $"{kind}/{what}: only {compared} lines compared");
+        Assert.True(compared >= minimum, $"{kind}/{what}: only {compared} lines compared");
         Assert.True(differences.Count == 0, $"{kind}/{what}: {differences.Count} of {compared} lines differ:\n{string.Join('\n', differences.Take(10))}");
     }
 

@@ -8,6 +8,7 @@ punctuation runs, periodic patterns, mixed scripts), trains a BPE and a unigram 
 default nmt_nfkc normalizer, and writes sentencepiece's ids for held-out lines that training never saw.
 
     /usr/bin/python3 make_oracle.py [output folder]     # default: the folder of this script
+    /usr/bin/python3 make_oracle.py --special [folder]  # only the small user-defined/unused models (seconds)
 
 Outputs: bpe16k.model, unigram16k.model, expected.jsonl.gz (one JSON object per line:
 {"text": ..., "bpe": [ids], "unigram": [ids]}). Random choices are seeded; the natural text depends on the
@@ -26,7 +27,9 @@ import tempfile
 
 import sentencepiece as spm
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+SPECIAL = "--special" in sys.argv
+ARGS = [a for a in sys.argv[1:] if a != "--special"]
+OUT = ARGS[0] if ARGS else os.path.dirname(os.path.abspath(__file__))
 VOCAB = 16000
 HELD_OUT = 6000
 rng = random.Random(13)
@@ -269,5 +272,113 @@ def main():
     print(f"held-out lines: {len(tests)}")
 
 
+# --- small models with USER_DEFINED and UNUSED pieces -------------------------------------------------------------
+USER_DEFINED = ["<sep>", "JPEG2000", "@@", "क्ष", "++"]
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def read_varint(data, pos):
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
+def mark_unused(model, every):
+    """Rewrites a ModelProto so that every `every`-th normal piece of two or more characters has type UNUSED (5):
+    the type field is appended to the piece message (protobuf keeps the last value of a scalar field)."""
+    out = bytearray()
+    pos = index = 0
+    marked = []
+    while pos < len(model):
+        key, body = read_varint(model, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 2:
+            length, start = read_varint(model, body)
+            payload = model[start:start + length]
+            end = start + length
+            if field == 1:
+                text, ptype, p = None, 1, 0
+                while p < len(payload):
+                    k, p = read_varint(payload, p)
+                    if k & 7 == 2:
+                        n, p = read_varint(payload, p)
+                        if k >> 3 == 1:
+                            text = payload[p:p + n].decode("utf-8")
+                        p += n
+                    elif k & 7 == 5:
+                        p += 4
+                    else:
+                        v, p = read_varint(payload, p)
+                        if k >> 3 == 3:
+                            ptype = v
+                if ptype == 1 and len(text) >= 2 and index % every == 0:
+                    payload = payload + bytes([0x18, 5])
+                    marked.append(text)
+                if ptype == 1:
+                    index += 1
+            out += varint(key) + varint(len(payload)) + payload
+            pos = end
+        elif wire == 0:
+            _, end = read_varint(model, body)
+            out += model[pos:end]
+            pos = end
+        else:
+            end = body + (8 if wire == 1 else 4)
+            out += model[pos:end]
+            pos = end
+    return bytes(out), marked
+
+
+def special():
+    with gzip.open(os.path.join(OUT, "expected.jsonl.gz"), "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    r = random.Random(5)
+    lines = []
+    for text in texts[:2500]:
+        words = text.split(" ")
+        for _ in range(r.randint(0, 3)):
+            words.insert(r.randint(0, len(words)), r.choice(USER_DEFINED) * r.randint(1, 2) + r.choice(["", "x", "१"]))
+        lines.append(" ".join(words))
+    buf = io.BytesIO()
+    models = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w", encoding="utf-8") as f:
+            f.write("\n".join(t.replace("\n", " ") for t in texts if t.strip()) + "\n")
+        for kind in ["bpe", "unigram"]:
+            prefix = os.path.join(tmp, kind)
+            spm.SentencePieceTrainer.train(
+                input=corpus, model_prefix=prefix, model_type=kind, vocab_size=2000, user_defined_symbols=USER_DEFINED,
+                normalization_rule_name="nmt_nfkc", character_coverage=0.9995, num_threads=1, minloglevel=1)
+            data, marked = mark_unused(open(prefix + ".model", "rb").read(), 7)
+            with open(os.path.join(OUT, f"{kind}-special.model"), "wb") as f:
+                f.write(data)
+            models[kind] = spm.SentencePieceProcessor(model_proto=data)
+            print(f"{kind}-special: {models[kind].get_piece_size()} pieces, {len(marked)} marked unused")
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        for text in lines:
+            row = {"text": text}
+            for kind, sp in models.items():
+                row[kind] = sp.encode(text)
+            gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+    with open(os.path.join(OUT, "special.jsonl.gz"), "wb") as f:
+        f.write(buf.getvalue())
+    print(f"special lines: {len(lines)}")
+
+
 if __name__ == "__main__":
-    main()
+    special() if SPECIAL else main()
