@@ -35,9 +35,16 @@ internal sealed class SentencePieceNormalization
     /// <summary>The <c>normalizer_spec.name</c> (e.g. <c>nmt_nfkc</c>), or an empty string.</summary>
     public string Name { get; private init; } = string.Empty;
 
+    /// <summary>The model's user-defined pieces as UTF-8, longest first: sentencepiece's normalizer copies them as they
+    /// are, without the character map.</summary>
+    private byte[][] UserDefined { get; init; } = [];
+
     /// <summary>Reads the <c>normalizer_spec</c> of a serialized <c>ModelProto</c>.</summary>
+    /// <param name="model">The model file.</param>
+    /// <param name="source">The file name, for messages.</param>
+    /// <param name="userDefined">The model's user-defined pieces, which normalization leaves as they are.</param>
     /// <exception cref="InvalidDataException">The bytes are not a valid model file.</exception>
-    public static SentencePieceNormalization Read(byte[] model, string source)
+    public static SentencePieceNormalization Read(byte[] model, string source, IEnumerable<string>? userDefined = null)
     {
         try
         {
@@ -96,7 +103,11 @@ internal sealed class SentencePieceNormalization
                 normalized = charsMap[(4 + trieBytes)..].ToArray();
             }
 
-            return new SentencePieceNormalization(trie, normalized, addDummyPrefix, removeExtra, escape) { Name = name };
+            return new SentencePieceNormalization(trie, normalized, addDummyPrefix, removeExtra, escape)
+            {
+                Name = name,
+                UserDefined = [.. (userDefined ?? []).Select(Encoding.UTF8.GetBytes).OrderByDescending(b => b.Length)],
+            };
         }
         catch (Exception e) when (e is InvalidDataException or ArgumentOutOfRangeException or IndexOutOfRangeException or OverflowException)
         {
@@ -205,6 +216,15 @@ internal sealed class SentencePieceNormalization
     /// <summary>The replacement of the longest character-map entry at <paramref name="pos"/>, or the UTF-8 character there.</summary>
     private ReadOnlySpan<byte> NormalizePrefix(byte[] input, int pos, out int consumed)
     {
+        foreach (byte[] symbol in UserDefined)
+        {
+            if (input.AsSpan(pos).StartsWith(symbol))
+            {
+                consumed = symbol.Length;
+                return symbol;
+            }
+        }
+
         int bestLength = 0;
         int bestValue = 0;
         if (_trie.Length > 0)

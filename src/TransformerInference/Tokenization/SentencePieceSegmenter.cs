@@ -155,7 +155,8 @@ internal sealed class SentencePieceSegmenter
             throw new NotSupportedException($"SentencePiece model '{path}' treats white space as a suffix, which is not supported.");
         }
 
-        return new SentencePieceSegmenter(model, SentencePieceNormalization.Read(bytes, path), path);
+        IEnumerable<string> userDefined = model.Pieces.Where((_, i) => model.Types[i] == PieceType.UserDefined);
+        return new SentencePieceSegmenter(model, SentencePieceNormalization.Read(bytes, path, userDefined), path);
     }
 
     /// <summary>Normalizes <paramref name="text"/> and splits it into pieces.</summary>

@@ -273,7 +273,7 @@ def main():
 
 
 # --- small models with USER_DEFINED and UNUSED pieces -------------------------------------------------------------
-USER_DEFINED = ["<sep>", "JPEG2000", "@@", "क्ष", "++"]
+USER_DEFINED = ["<sep>", "JPEG2000", "@@", "क्ष", "++", "ＡＢ", "ﬁx", "x y"]  # the last three: NFKC would change them
 
 
 def varint(n):
