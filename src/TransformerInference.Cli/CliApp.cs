@@ -6,9 +6,7 @@ using System.Reflection;
 namespace TransformerInference.Cli;
 
 /// <summary>The <c>transformer-inference</c> command line: <c>translate</c> and <c>inspect</c>.</summary>
-/// <remarks>Exit codes: 0 success; 1 a file cannot be used or some input lines failed (each failed line still
-/// gives one output line); 2 a usage error (unknown, conflicting or ignored flags, values wrong for every input),
-/// reported once and naming the flag; 130 cancelled.</remarks>
+/// <remarks>Exit codes: see <see cref="ExitCodes"/>.</remarks>
 internal static class CliApp
 {
     public const string Name = "transformer-inference";
@@ -73,7 +71,12 @@ internal static class CliApp
                                       or ArgumentException)
         {
             stderr.WriteLine($"{Name}: {Flags.Rewrite(e)}");
-            return ExitCodes.Failure;
+            return ExitCodes.UnusableFiles;
+        }
+        catch (Exception e)
+        {
+            stderr.WriteLine($"{Name}: internal error ({e.GetType().Name}): {e.Message.ReplaceLineEndings(" ")}");
+            return ExitCodes.InternalError;
         }
     }
 
@@ -86,10 +89,21 @@ internal static class CliApp
         parse.CommandResult.Command is RootCommand ? "" : " " + parse.CommandResult.Command.Name;
 }
 
-/// <summary>The tool's exit codes.</summary>
+/// <summary>The tool's exit codes (also in the README).</summary>
 internal static class ExitCodes
 {
-    public const int Success = 0, Failure = 1, Usage = 2, Cancelled = 130;
+    /// <summary>Every input was translated.</summary>
+    public const int Success = 0;
+    /// <summary>A model, tokenizer, config or input file is missing, unreadable or unusable (the message names it).</summary>
+    public const int UnusableFiles = 1;
+    /// <summary>A usage error: unknown, conflicting or ignored flags, or a value wrong for this model (named as typed, once).</summary>
+    public const int Usage = 2;
+    /// <summary>Some inputs could not be translated (each has an ERROR line); the others were.</summary>
+    public const int SomeInputsFailed = 3;
+    /// <summary>An unexpected internal error (a bug: please report it with the message).</summary>
+    public const int InternalError = 70;
+    /// <summary>Cancelled (Ctrl+C).</summary>
+    public const int Cancelled = 130;
 }
 
 /// <summary>A bad command line: reported once, exit code 2.</summary>

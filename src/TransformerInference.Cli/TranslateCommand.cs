@@ -85,13 +85,15 @@ internal static class TranslateCommand
         public IReadOnlyList<string> Sentences { get; init; } = Array.Empty<string>();
         public bool Quiet { get; init; }
         public bool Verbose { get; init; }
+        public IReadOnlyList<string> Warnings { get; init; } = Array.Empty<string>();
         public int? MaxNewTokensFlag { get; init; }
     }
 
     private static async Task<int> RunAsync(ParseResult parse, Io io, CancellationToken ct)
     {
         var s = Check(parse);
-        if (s.Input is { } input && !File.Exists(input)) throw new FileNotFoundException($"--input: no such file '{input}'.", input);
+        foreach (var warning in s.Warnings) io.Stderr.WriteLine($"{CliApp.Name}: warning: {warning}");
+        if (s.Input is { } input && !File.Exists(input)) throw new FileNotFoundException($"--input: the file '{input}' does not exist.", input);
         using var file = s.Output is { } path ? new StreamWriter(path, append: false, new UTF8Encoding(false)) { NewLine = "\n" } : null;
         var output = file ?? io.Stdout;
         using var reader = s.Input is { } inputPath ? new StreamReader(inputPath, Encoding.UTF8) : null;
@@ -136,6 +138,7 @@ internal static class TranslateCommand
                 throw new UsageException($"unknown option {token.Value} (to translate text that starts with '-', put it after --)");
         }
         var sentences = p.GetValue(Text) ?? Array.Empty<string>();
+        var warnings = new List<string>();
 
         Conflict(Has(Quiet) && Has(Verbose), "--quiet and --verbose contradict each other");
         Conflict(Has(Input) && sentences.Length > 0, "give TEXT arguments or --input, not both");
@@ -152,9 +155,9 @@ internal static class TranslateCommand
         if (folder is not null && !Directory.Exists(folder))
             throw File.Exists(folder)
                 ? new UsageException($"--model takes a folder; '{folder}' is a file (a torch.save checkpoint goes to --checkpoint)")
-                : new DirectoryNotFoundException($"--model: no such folder '{folder}'.");
+                : new DirectoryNotFoundException($"--model: the folder '{folder}' does not exist.");
         if (checkpoint is not null && !File.Exists(checkpoint))
-            throw new FileNotFoundException($"--checkpoint: no such file '{checkpoint}'.", checkpoint);
+            throw new FileNotFoundException($"--checkpoint: the file '{checkpoint}' does not exist.", checkpoint);
         var family = folder is null ? null : Family.Read(folder);
 
         var ids = p.GetValue(InputFormat) == "ids";
@@ -233,14 +236,14 @@ internal static class TranslateCommand
         Conflict(Has(LengthPenalty) && d.BeamSize == 1, "--length-penalty applies to beam search: add --beam N (N > 1)");
         Conflict(Has(Beam) && sample && d.BeamSize > 1, "--sample cannot be combined with --beam > 1");
         foreach (var (name, value) in new[] { ("--length-penalty", d.LengthPenalty), ("--temperature", d.Temperature), ("--top-p", d.TopP), ("--repetition-penalty", d.RepetitionPenalty) })
-            Conflict(!double.IsFinite(value), $"{name} must be a finite number, got {value.ToString(CultureInfo.InvariantCulture)}");
+            Conflict(!double.IsFinite(value), $"{name} {value.ToString(CultureInfo.InvariantCulture)}: must be a finite number");
         try
         {
             d = d.Validate();
         }
         catch (ArgumentException e)
         {
-            throw new UsageException(Flags.Rewrite(e));
+            throw new UsageException(AsTyped(p, e));
         }
 
         return new Settings
@@ -258,7 +261,7 @@ internal static class TranslateCommand
                     "float16" => torch.ScalarType.Float16,
                     _ => torch.ScalarType.Float32,
                 },
-                Heads = Given(Heads) ?? HeadsFromModelArgs(checkpoint) ?? 8,
+                Heads = Given(Heads) ?? HeadsFromModelArgs(checkpoint, warnings) ?? 8,
                 MaxBatchSize = batch,
                 Threads = Given(Threads),
                 Decoding = d,
@@ -275,8 +278,18 @@ internal static class TranslateCommand
             Sentences = sentences,
             Quiet = Has(Quiet),
             Verbose = Has(Verbose),
+            Warnings = warnings,
             MaxNewTokensFlag = Given(MaxNewTokens),
         };
+    }
+
+    /// <summary>A library message about an option, prefixed with the flag and the value as the user typed them.</summary>
+    private static string AsTyped(ParseResult p, ArgumentException e)
+    {
+        var message = Flags.Rewrite(e);
+        if (e.ParamName is null || !Flags.ByMember.TryGetValue(e.ParamName, out var flag)) return message;
+        var typed = p.CommandResult.Children.OfType<OptionResult>().FirstOrDefault(o => o.Option.Name == flag)?.Tokens.FirstOrDefault()?.Value;
+        return typed is null ? message : $"{flag} {typed}: {message}";
     }
 
     private static torch.Device ParseDevice(string value)
@@ -296,7 +309,8 @@ internal static class TranslateCommand
     }
 
     /// <summary>The seed's training scripts write model_args.json beside the checkpoint; its "h" is the head count.</summary>
-    private static int? HeadsFromModelArgs(string? checkpoint)
+    /// <remarks>A malformed file does not block a valid model: a warning, then the default.</remarks>
+    private static int? HeadsFromModelArgs(string? checkpoint, List<string> warnings)
     {
         if (checkpoint is null) return null;
         var path = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(checkpoint)) ?? ".", "model_args.json");
@@ -304,12 +318,15 @@ internal static class TranslateCommand
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(path));
-            return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("h", out var h) && h.TryGetInt32(out var v) && v > 0 ? v : null;
+            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("h", out var h) && h.TryGetInt32(out var v) && v > 0)
+                return v;
+            warnings.Add($"'{path}' has no positive integer \"h\": assuming 8 heads (give --heads N)");
         }
-        catch (JsonException)
+        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
         {
-            return null; // not ours to judge: --heads or the default applies
+            warnings.Add($"'{path}' is not readable JSON ({e.Message.ReplaceLineEndings(" ")}): assuming 8 heads (give --heads N)");
         }
+        return null;
     }
 
     /// <summary>Values wrong for every input, found once the model's limits are known. (--max-length is Hugging Face's
@@ -401,7 +418,7 @@ internal static class TranslateCommand
             status(stats.Describe());
         }
         stats.Decode.Stop();
-        return stats.Failed > 0 ? ExitCodes.Failure : ExitCodes.Success;
+        return stats.Failed > 0 ? ExitCodes.SomeInputsFailed : ExitCodes.Success;
     }
 
     private static Task<int> RunIds(Settings s, IEnumerable<string> lines, TextWriter output, Io io, Stats stats,
@@ -476,7 +493,7 @@ internal static class TranslateCommand
             status(stats.Describe());
         }
         stats.Decode.Stop();
-        return Task.FromResult(stats.Failed > 0 ? ExitCodes.Failure : ExitCodes.Success);
+        return Task.FromResult(stats.Failed > 0 ? ExitCodes.SomeInputsFailed : ExitCodes.Success);
     }
 
     private static int[] ParseIds(string line, int vocab) =>

@@ -188,7 +188,43 @@ public class CliTests
         var r = Cli("", "translate", "--model", "/nope/model", "x");
         Assert.Equal(1, r.Code);
         Assert.Contains("/nope/model", r.Err);
-        Assert.Contains("no such folder", r.Err);
+        Assert.Contains("does not exist", r.Err);
+        Assert.DoesNotContain("tokenizer", r.Err);
+    }
+
+    [Theory]
+    [InlineData("--length-penalty", "NaN", "--beam 2")]
+    [InlineData("--temperature", "Infinity", "--sample")]
+    [InlineData("--n-best", "3", "")]
+    public void BadNumbersAreUsageErrorsNamingTheFlagAsTyped(string flag, string value, string extra)
+    {
+        var r = Translate("", extra.Split(' ', StringSplitOptions.RemoveEmptyEntries).Concat(new[] { flag, value, "hello" }).ToArray());
+        Assert.Equal(2, r.Code);
+        Assert.Contains($"{flag} {value}", r.Err);
+    }
+
+    [Fact]
+    public void AMalformedModelArgsWarnsAndDoesNotBlockAValidModel()
+    {
+        var dir = Directory.CreateTempSubdirectory("ti-cli-");
+        try
+        {
+            foreach (var f in new[] { "tmodel.pt", "tokenizer_en.json", "tokenizer_ne.json" })
+                File.Copy(Path.Combine(Seed, f), Path.Combine(dir.FullName, f));
+            File.WriteAllText(Path.Combine(dir.FullName, "model_args.json"), "{\"h\": \"four\", \"d_model\": [}");
+            var args = new[] { "translate", "--checkpoint", Path.Combine(dir.FullName, "tmodel.pt"), "--src-tokenizer", Path.Combine(dir.FullName, "tokenizer_en.json"),
+                "--tgt-tokenizer", Path.Combine(dir.FullName, "tokenizer_ne.json"), "--heads", "4", "I love you so much" };
+            var withHeads = Cli("", args);
+            Assert.Equal(0, withHeads.Code);
+            Assert.Equal(Translate("", "I love you so much").Out, withHeads.Out);
+            var without = Cli("", args.Where((_, i) => i != 7 && i != 8).ToArray()); // no --heads: the file is read
+            Assert.Contains("warning", without.Err);
+            Assert.Contains("model_args.json", without.Err);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
     }
 
     [Fact]
@@ -255,7 +291,7 @@ public class CliTests
     {
         var tooLong = string.Join(' ', Enumerable.Repeat("we", 200));
         var r = Translate($"I love you so much\n{tooLong}\nwe help them .\n");
-        Assert.Equal(1, r.Code);
+        Assert.Equal(3, r.Code); // some inputs failed
         Assert.Equal(3, r.Out.Length);
         Assert.Equal("ERROR", r.Out[1]);
         Assert.Contains("line 2:", r.Err);
