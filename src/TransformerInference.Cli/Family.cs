@@ -24,10 +24,12 @@ internal sealed record Family(string Name, string ModelType, bool HasTokenizer, 
             throw new InvalidDataException($"'{configPath}' is not valid JSON: {e.Message}", e);
         }
         if (modelType == "seed_transformer") return new Family("seed", modelType, false, null, null);
-        if (!File.Exists(Path.Combine(folder, "tokenizer_config.json")))
-            return new Family(modelType, modelType, false, null, ModelLoader.LoadGenerationDefaults(folder));
-        var tokenizer = SentencePieceTranslationTokenizer.Create(folder);
-        var languages = tokenizer.Family == TranslationTokenizerFamily.Marian || tokenizer.Languages.Count == 0 ? null : tokenizer.Languages;
+        // Hugging Face folders carry their tokenizer (a folder of weights alone still runs --input-format ids).
+        var hasTokenizer = new[] { "tokenizer_config.json", "spiece.model", "source.spm", "sentencepiece.bpe.model" }
+            .Any(f => File.Exists(Path.Combine(folder, f)));
+        if (!hasTokenizer) return new Family(modelType, modelType, false, null, ModelLoader.LoadGenerationDefaults(folder));
+        var tokenizer = ModelLoader.LoadTokenizer(folder);
+        var languages = tokenizer.Languages.Count == 0 ? null : tokenizer.Languages;
         return new Family(tokenizer.Family.ToString(), modelType, true, languages, ModelLoader.LoadGenerationDefaults(folder));
     }
 }

@@ -21,6 +21,7 @@ internal static class TranslateCommand
     private static readonly Option<int?> Heads = new("--heads") { Description = "Attention heads of a seed checkpoint [default: h of model_args.json beside it, else 8]", HelpName = "N" };
     private static readonly Option<string> Device = new("--device") { Description = "cpu, cuda or cuda:N (cuda needs a CUDA build of the backend)", HelpName = "DEVICE", DefaultValueFactory = _ => "cpu" };
     private static readonly Option<string> DType = new("--dtype") { Description = "Weights and activations: float32, bfloat16 (faster products on recent CPUs) or float16 (GPU only)", HelpName = "TYPE", DefaultValueFactory = _ => "float32" };
+    private static readonly Option<string> Quantize = new("--quantize") { Description = "Linear-layer weights: none, or int8 (quantized at load, run by our CPU kernels; CPU float32 only)", HelpName = "TYPE", DefaultValueFactory = _ => "none" };
     private static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for LibTorch [default: LibTorch's]", HelpName = "N" };
     // Input / output
     private static readonly Option<string?> Input = new("--input", "-i") { Description = "Read lines from FILE [default: the TEXT arguments, else stdin]", HelpName = "FILE" };
@@ -54,7 +55,7 @@ internal static class TranslateCommand
     {
         var command = new Command("translate", "Translate sentences, a file or stdin: one output line per input line.")
         {
-            Model, Checkpoint, SourceTokenizer, TargetTokenizer, SourceLanguage, TargetLanguage, Heads, Device, DType, Threads,
+            Model, Checkpoint, SourceTokenizer, TargetTokenizer, SourceLanguage, TargetLanguage, Heads, Device, DType, Quantize, Threads,
             Input, Output, InputFormat, Format, BatchSize, Stream, Quiet, Verbose,
             MaxLength, MaxNewTokens, MinNewTokens, MinLength, IgnoreEos, Beam, NBest, LengthPenalty, EarlyStoppingMode, Sample, Temperature, TopK, TopP, Seed,
             RepetitionPenalty, NoRepeatNgram, Text,
@@ -63,6 +64,7 @@ internal static class TranslateCommand
         InputFormat.AcceptOnlyFromAmong("text", "ids");
         Format.AcceptOnlyFromAmong("text", "jsonl");
         DType.AcceptOnlyFromAmong("float32", "bfloat16", "float16");
+        Quantize.AcceptOnlyFromAmong("none", "int8");
         command.SetAction((parse, ct) => RunAsync(parse, io, ct));
         return command;
     }
@@ -191,6 +193,10 @@ internal static class TranslateCommand
                 $"{option.Name} {language} is not a language of this model (e.g. {string.Join(", ", family.Languages!.Take(6))})");
         }
 
+        var int8 = p.GetValue(Quantize) == "int8";
+        Conflict(int8 && p.GetValue(DType) != "float32", $"--quantize int8 applies to float32 weights, not --dtype {p.GetValue(DType)}");
+        Conflict(int8 && p.GetValue(Device) != "cpu", "--quantize int8 runs on the CPU kernels: not with --device cuda");
+
         // Streaming writes one hypothesis as plain text.
         var jsonl = p.GetValue(Format) == "jsonl";
         if (Has(Stream))
@@ -262,6 +268,7 @@ internal static class TranslateCommand
                     _ => torch.ScalarType.Float32,
                 },
                 Heads = Given(Heads) ?? HeadsFromModelArgs(checkpoint, warnings) ?? 8,
+                Quantization = int8 ? WeightQuantization.Int8 : WeightQuantization.None,
                 MaxBatchSize = batch,
                 Threads = Given(Threads),
                 Decoding = d,
@@ -430,7 +437,10 @@ internal static class TranslateCommand
         TransformerModel model;
         try
         {
-            model = ModelLoader.Load(s.ModelPath, new ModelLoadOptions { Device = s.Translator.Device, DType = s.Translator.DType, Heads = s.Translator.Heads });
+            model = ModelLoader.Load(s.ModelPath, new ModelLoadOptions
+            {
+                Device = s.Translator.Device, DType = s.Translator.DType, Heads = s.Translator.Heads, Quantization = s.Translator.Quantization,
+            });
         }
         catch (ArgumentException e)
         {

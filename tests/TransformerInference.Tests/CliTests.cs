@@ -151,6 +151,8 @@ public class CliTests
     [InlineData("--device tpu", "--device")]
     [InlineData("--dtype int32", "--dtype")]
     [InlineData("--format xml", "--format")]
+    [InlineData("--quantize int4", "--quantize")]
+    [InlineData("--quantize int8 --dtype bfloat16", "--quantize")]
     public void BadOrConflictingFlagsAreUsageErrorsNamingTheFlag(string flags, string named)
     {
         var r = Translate("x\n", flags.Split(' '));
@@ -330,6 +332,38 @@ public class CliTests
             "--max-length", c.GetProperty("generation").GetProperty("max_length").GetInt32().ToString(CultureInfo.InvariantCulture));
         Assert.Equal(0, r.Code);
         Assert.Equal(c.GetProperty("output").GetString(), r.Out.Single());
+    }
+
+    [Fact]
+    public void Int8QuantizationTranslatesEveryLine()
+    {
+        var r = Translate("I love you so much\nwe help them .\n", "--quantize", "int8");
+        Assert.Equal(0, r.Code);
+        Assert.Equal(2, r.Out.Length);
+        Assert.All(r.Out, l => Assert.False(string.IsNullOrWhiteSpace(l)));
+    }
+
+    [Theory]
+    [InlineData("marian")]
+    [InlineData("marian-separate")]
+    [InlineData("m2m100")]
+    [InlineData("m2m100-asym")]
+    [InlineData("nllb")]
+    [InlineData("mbart")]
+    [InlineData("t5")]
+    [InlineData("flan-t5")]
+    public void EveryHuggingFaceFamilyTranslatesAndInspects(string family)
+    {
+        var folder = Fixtures.Path_("hf-tiny", family);
+        var info = Cli("", "inspect", folder, "--format", "json");
+        Assert.Equal(0, info.Code);
+        var parameters = JsonDocument.Parse(info.Out.Single()).RootElement.GetProperty("parameters").GetInt64();
+        using (var model = Loading.ModelLoader.Load(folder)) Assert.Equal(model.ParameterCount, parameters);
+        var r = Cli("hello world\n", "translate", "--model", folder, "--beam", "1", "--max-new-tokens", "5");
+        Assert.Equal(0, r.Code);
+        Assert.Single(r.Out);
+        using var translator = Translator.Load(folder);
+        Assert.Equal(translator.Translate("hello world", new DecodingOptions { MaxNewTokens = 5 }), r.Out[0]);
     }
 
     [Fact]
