@@ -21,7 +21,14 @@ internal static class TranslateCommand
     private static readonly Option<int?> Heads = new("--heads") { Description = "Attention heads of a seed checkpoint [default: h of model_args.json beside it, else 8]", HelpName = "N" };
     private static readonly Option<string> Device = new("--device") { Description = "cpu, cuda or cuda:N (cuda needs a CUDA build of the backend)", HelpName = "DEVICE", DefaultValueFactory = _ => "cpu" };
     private static readonly Option<string> DType = new("--dtype") { Description = "Weights and activations: float32, bfloat16 (faster products on recent CPUs) or float16 (GPU only)", HelpName = "TYPE", DefaultValueFactory = _ => "float32" };
-    private static readonly Option<string> Quantize = new("--quantize") { Description = "Linear-layer weights: none, or int8 (quantized at load, run by our CPU kernels; CPU float32 only)", HelpName = "TYPE", DefaultValueFactory = _ => "none" };
+    private static readonly Option<string> Quantize = new("--quantize") { Description = $"Linear-layer weights: {string.Join(", ", QuantizeNames)}; made at load from the float checkpoint and run by our CPU kernels, activations stay float32 (CPU, --dtype float32)", HelpName = "TYPE", DefaultValueFactory = _ => "none" };
+
+    /// <summary>Every <see cref="WeightQuantization"/> the library has, by lower-case name (bf16 also for bfloat16).</summary>
+    private static string[] QuantizeNames => Enum.GetNames<WeightQuantization>().Select(n => n.ToLowerInvariant())
+        .Concat(Enum.GetNames<WeightQuantization>().Any(n => n == "BFloat16") ? new[] { "bf16" } : Array.Empty<string>()).ToArray();
+
+    private static WeightQuantization ParseQuantize(string value) =>
+        Enum.Parse<WeightQuantization>(value == "bf16" ? "BFloat16" : value, ignoreCase: true);
     private static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for LibTorch [default: LibTorch's]", HelpName = "N" };
     // Input / output
     private static readonly Option<string?> Input = new("--input", "-i") { Description = "Read lines from FILE [default: the TEXT arguments, else stdin]", HelpName = "FILE" };
@@ -64,7 +71,7 @@ internal static class TranslateCommand
         InputFormat.AcceptOnlyFromAmong("text", "ids");
         Format.AcceptOnlyFromAmong("text", "jsonl");
         DType.AcceptOnlyFromAmong("float32", "bfloat16", "float16");
-        Quantize.AcceptOnlyFromAmong("none", "int8");
+        Quantize.AcceptOnlyFromAmong(QuantizeNames);
         command.SetAction((parse, ct) => RunAsync(parse, io, ct));
         return command;
     }
@@ -193,9 +200,10 @@ internal static class TranslateCommand
                 $"{option.Name} {language} is not a language of this model (e.g. {string.Join(", ", family.Languages!.Take(6))})");
         }
 
-        var int8 = p.GetValue(Quantize) == "int8";
-        Conflict(int8 && p.GetValue(DType) != "float32", $"--quantize int8 applies to float32 weights, not --dtype {p.GetValue(DType)}");
-        Conflict(int8 && p.GetValue(Device) != "cpu", "--quantize int8 runs on the CPU kernels: not with --device cuda");
+        var quantization = ParseQuantize(p.GetValue(Quantize)!);
+        var quantized = quantization != WeightQuantization.None;
+        Conflict(quantized && p.GetValue(DType) != "float32", $"--quantize {p.GetValue(Quantize)} applies to float32 weights, not --dtype {p.GetValue(DType)}");
+        Conflict(quantized && p.GetValue(Device) != "cpu", $"--quantize {p.GetValue(Quantize)} runs on the CPU kernels: not with --device {p.GetValue(Device)}");
 
         // Streaming writes one hypothesis as plain text.
         var jsonl = p.GetValue(Format) == "jsonl";
@@ -268,7 +276,7 @@ internal static class TranslateCommand
                     _ => torch.ScalarType.Float32,
                 },
                 Heads = Given(Heads) ?? HeadsFromModelArgs(checkpoint, warnings) ?? 8,
-                Quantization = int8 ? WeightQuantization.Int8 : WeightQuantization.None,
+                Quantization = quantization,
                 MaxBatchSize = batch,
                 Threads = Given(Threads),
                 Decoding = d,
