@@ -334,10 +334,13 @@ public class CliTests
         Assert.Equal(c.GetProperty("output").GetString(), r.Out.Single());
     }
 
-    [Fact]
-    public void Int8QuantizationTranslatesEveryLine()
+    [Theory]
+    [InlineData("int8")]
+    [InlineData("bf16")]
+    [InlineData("bfloat16")]
+    public void QuantizedWeightsTranslateEveryLine(string quantize)
     {
-        var r = Translate("I love you so much\nwe help them .\n", "--quantize", "int8");
+        var r = Translate("I love you so much\nwe help them .\n", "--quantize", quantize);
         Assert.Equal(0, r.Code);
         Assert.Equal(2, r.Out.Length);
         Assert.All(r.Out, l => Assert.False(string.IsNullOrWhiteSpace(l)));
