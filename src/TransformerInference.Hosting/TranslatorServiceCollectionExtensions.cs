@@ -11,7 +11,8 @@ public static class TranslatorServiceCollectionExtensions
 {
     /// <summary>
     /// Registers a translator named <paramref name="name"/>: its options are validated when the host starts, it is
-    /// loaded once in the background and disposed with the host. Resolve it through <see cref="ITranslatorProvider"/>.
+    /// loaded once in the background and disposed with the host. Resolve it through <see cref="ITranslatorProvider"/>
+    /// or as the keyed service <see cref="HostedTranslator"/> with key <paramref name="name"/>.
     /// </summary>
     public static IServiceCollection AddTranslator(this IServiceCollection services, string name, Action<TranslatorHostOptions> configure)
     {
@@ -63,6 +64,8 @@ public static class TranslatorServiceCollectionExtensions
         }
         if (registry.Names.Contains(name)) throw new ArgumentException($"A translator named '{name}' is already registered.", nameof(name));
         registry.Names.Add(name);
+        // Also a keyed service: [FromKeyedServices("name")] HostedTranslator.
+        services.AddKeyedSingleton(name, (sp, _) => sp.GetRequiredService<ITranslatorProvider>().Get(name));
         return services.AddOptions<TranslatorHostOptions>(name).ValidateOnStart();
     }
 }

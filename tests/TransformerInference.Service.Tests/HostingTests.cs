@@ -34,6 +34,7 @@ public sealed class HostingTests
             var provider = host.Services.GetRequiredService<ITranslatorProvider>();
             Assert.Equal(new[] { "a", "b" }, provider.Names);
             Assert.Same(provider.Get("a"), provider.Get(null));
+            Assert.Same(provider.Get("b"), host.Services.GetRequiredKeyedService<HostedTranslator>("b"));
             Assert.Equal(TranslatorState.Ready, provider.Get("b").State);
             Assert.Equal(3, provider.Get("b").Options.QueueCapacity);
             first = provider.Get("a").Translator;
