@@ -11,7 +11,8 @@ namespace TransformerInference;
 
 /// <summary>
 /// Text in, translation out: tokenises, encodes once, decodes with a KV cache (greedy, beam or sampling), detokenises.
-/// Thread-safe: calls are serialised on the one model. Dispose to free the model's memory.
+/// Thread-safe: concurrent calls share the running batch (a <see cref="BatchScheduler"/>: a call arriving while others
+/// decode joins them at the next step, with results exactly as if it ran alone). Dispose to free the model's memory.
 /// </summary>
 /// <example>
 /// <code>
@@ -26,7 +27,8 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     private readonly DecodingOptions _decoding; // used when a call passes none
     private readonly DecodingOptions _familyRules; // start, forced and banned tokens, length: filled into every call's options
     private readonly bool _ownsModel;
-    private readonly SemaphoreSlim _gate = new(1, 1); // one search at a time on the model; async-waitable for streams
+    private readonly Lazy<BatchScheduler> _scheduler; // the decode loop all calls share; started by the first call
+    private readonly object _lifetime = new();
     private bool _disposed;
 
     private Translator(TransformerModel model, ITranslationTokenizer tokenizer, TranslatorOptions options, bool ownsModel,
@@ -34,6 +36,10 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     {
         Model = model;
         _tokenizer = tokenizer;
+        _scheduler = new Lazy<BatchScheduler>(() => new BatchScheduler(model, options.MaxBatchSize, options.MaxBatchTokens)
+        {
+            QueueChanged = change => TranslatorDiagnostics.Queued(Name, change),
+        });
         _options = options;
         _ownsModel = ownsModel;
         if (options.MaxBatchSize < 1) throw new ArgumentException($"MaxBatchSize must be positive, got {options.MaxBatchSize}.", nameof(options));
@@ -150,7 +156,13 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         TranslateDetailed(texts, decoding, cancellationToken).Select(t => t.Text).ToArray();
 
     /// <summary>Translates texts, returning ids, scores and (with beam search) the n-best hypotheses.</summary>
-    public IReadOnlyList<Translation> TranslateDetailed(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default)
+    public IReadOnlyList<Translation> TranslateDetailed(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default) =>
+        TranslateDetailedAsync(texts, decoding, cancellationToken).GetAwaiter().GetResult();
+
+    /// <summary>Translates texts like <see cref="TranslateDetailed"/>; the caller waits without holding a thread
+    /// while the shared decode loop works.</summary>
+    public async Task<IReadOnlyList<Translation>> TranslateDetailedAsync(IReadOnlyList<string> texts, DecodingOptions? decoding = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(texts);
         var options = WithFamilyRules(decoding);
@@ -161,21 +173,16 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         try
         {
             sources = texts.Select(Frame).ToArray();
-            TranslatorDiagnostics.Wait(_gate, Name, cancellationToken);
-            try
+            var scheduler = Scheduler();
+            // Every batch is submitted at once; the scheduler decodes them together as its limits allow.
+            var batches = Batches(sources).Select(async batch =>
             {
-                ObjectDisposedException.ThrowIf(_disposed, this);
-                foreach (var batch in Batches(sources))
-                {
-                    var inputs = batch.Select(i => (IReadOnlyList<int>)sources[i]!).ToArray();
-                    var results = telemetry.Batch(inputs, onToken => Generator.Generate(Model, inputs, options, onToken, cancellationToken));
-                    for (var j = 0; j < batch.Count; j++) hypotheses[batch[j]] = results[j];
-                }
-            }
-            finally
-            {
-                _gate.Release();
-            }
+                var inputs = batch.Select(i => (IReadOnlyList<int>)sources[i]!).ToArray();
+                var results = await telemetry.BatchAsync(inputs, onToken => scheduler.GenerateAsync(inputs, options, onToken, cancellationToken))
+                    .ConfigureAwait(false);
+                for (var j = 0; j < batch.Count; j++) hypotheses[batch[j]] = results[j];
+            }).ToArray();
+            await Task.WhenAll(batches).ConfigureAwait(false);
         }
         catch (Exception e)
         {
@@ -191,16 +198,29 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         }).ToArray();
     }
 
-    /// <summary>Translates texts in batches on a worker thread (see <see cref="Translate(IReadOnlyList{string}, DecodingOptions?, CancellationToken)"/>).</summary>
-    public Task<IReadOnlyList<string>> TranslateAsync(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default)
+    /// <summary>Translates texts in batches, waiting without holding a thread (see <see cref="Translate(IReadOnlyList{string}, DecodingOptions?, CancellationToken)"/>).</summary>
+    public async Task<IReadOnlyList<string>> TranslateAsync(IReadOnlyList<string> texts, DecodingOptions? decoding = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(texts);
-        return Task.Run(() => Translate(texts, decoding, cancellationToken), cancellationToken);
+        return (await TranslateDetailedAsync(texts, decoding, cancellationToken).ConfigureAwait(false)).Select(t => t.Text).ToArray();
     }
 
-    /// <summary>Translates one text on a worker thread.</summary>
-    public Task<string> TranslateAsync(string text, DecodingOptions? decoding = null, CancellationToken cancellationToken = default) =>
-        Task.Run(() => TranslateDetailed(new[] { text }, decoding, cancellationToken)[0].Text, cancellationToken);
+    /// <summary>Translates one text, waiting without holding a thread.</summary>
+    public async Task<string> TranslateAsync(string text, DecodingOptions? decoding = null, CancellationToken cancellationToken = default) =>
+        (await TranslateDetailedAsync(new[] { text }, decoding, cancellationToken).ConfigureAwait(false))[0].Text;
+
+    /// <summary>The shared decode loop if a call started it (tests look at how calls shared it).</summary>
+    internal BatchScheduler? StartedScheduler => _scheduler.IsValueCreated ? _scheduler.Value : null;
+
+    /// <summary>The shared decode loop (started on first use).</summary>
+    private BatchScheduler Scheduler()
+    {
+        lock (_lifetime)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _scheduler.Value;
+        }
+    }
 
     /// <summary>
     /// Yields the translation piece by piece as its tokens are produced — the pieces joined give the text
@@ -225,23 +245,15 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         if (source is null) yield break;
         var channel = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        // Tensors and dispose scopes are per thread: the whole search runs on one worker thread.
-        var worker = Task.Run(() =>
+        // The search runs in the shared decode loop; its tokens arrive through the channel.
+        var scheduler = Scheduler();
+        var worker = Task.Run(async () =>
         {
             try
             {
-                TranslatorDiagnostics.Wait(_gate, Name, linked.Token);
-                try
-                {
-                    ObjectDisposedException.ThrowIf(_disposed, this);
-                    var result = telemetry.Batch(new[] { source }, onToken => Generator.Generate(Model, new[] { source }, options,
-                        options.BeamSize == 1 ? onToken : null, linked.Token), (_, token) => channel.Writer.TryWrite(token));
-                    if (options.BeamSize > 1) foreach (var token in result[0][0].Ids) channel.Writer.TryWrite(token);
-                }
-                finally
-                {
-                    _gate.Release();
-                }
+                var result = await telemetry.BatchAsync(new[] { source }, onToken => scheduler.GenerateAsync(new[] { source }, options,
+                    options.BeamSize == 1 ? onToken : null, linked.Token), (_, token) => channel.Writer.TryWrite(token)).ConfigureAwait(false);
+                if (options.BeamSize > 1) foreach (var token in result[0][0].Ids) channel.Writer.TryWrite(token);
                 channel.Writer.Complete();
             }
             catch (Exception e)
@@ -337,38 +349,19 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         return batches;
     }
 
-    /// <summary>Frees the model (when the translator loaded it).</summary>
+    /// <summary>Stops the decode loop (calls still running fail with <see cref="ObjectDisposedException"/>) and frees
+    /// the model (when the translator loaded it).</summary>
     public void Dispose()
     {
-        _gate.Wait();
-        try
+        lock (_lifetime)
         {
-            FreeModel();
+            if (_disposed) return;
+            _disposed = true;
         }
-        finally
-        {
-            _gate.Release();
-        }
-    }
-
-    private void FreeModel()
-    {
-        if (_disposed) return;
-        _disposed = true;
+        if (_scheduler.IsValueCreated) _scheduler.Value.Dispose();
         if (_ownsModel) Model.Dispose();
     }
 
-    /// <summary>Waits without blocking a thread for a running translation to finish, then frees the model.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        await _gate.WaitAsync().ConfigureAwait(false);
-        try
-        {
-            FreeModel();
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
+    /// <summary>Disposes like <see cref="Dispose"/> on a worker thread (stopping the decode loop waits for its current step).</summary>
+    public async ValueTask DisposeAsync() => await Task.Run(Dispose).ConfigureAwait(false);
 }

@@ -47,20 +47,8 @@ public static class TranslatorDiagnostics
     /// <summary>Starts the telemetry of one translation call.</summary>
     internal static CallTelemetry Begin(string model, int texts, DecodingOptions options) => new(model, texts, options);
 
-    /// <summary>Waits on the model's gate, counted in the queue length.</summary>
-    internal static void Wait(SemaphoreSlim gate, string model, CancellationToken cancellationToken)
-    {
-        var tag = new KeyValuePair<string, object?>("model", model);
-        QueueLength.Add(1, tag);
-        try
-        {
-            gate.Wait(cancellationToken);
-        }
-        finally
-        {
-            QueueLength.Add(-1, tag);
-        }
-    }
+    /// <summary>Counts calls waiting for a place in the running batch.</summary>
+    internal static void Queued(string model, long change) => QueueLength.Add(change, new KeyValuePair<string, object?>("model", model));
 
     /// <summary>Metrics and the span of one call: the requests counter on start, batch timings, tokens, errors.</summary>
     internal sealed class CallTelemetry : IDisposable
@@ -88,8 +76,8 @@ public static class TranslatorDiagnostics
         }
 
         /// <summary>Runs one batch through <paramref name="generate"/>, timing its first token and later steps.</summary>
-        internal IReadOnlyList<IReadOnlyList<Hypothesis>> Batch(IReadOnlyList<IReadOnlyList<int>> sources,
-            Func<Action<int, int>, IReadOnlyList<IReadOnlyList<Hypothesis>>> generate, Action<int, int>? onToken = null)
+        internal async Task<IReadOnlyList<IReadOnlyList<Hypothesis>>> BatchAsync(IReadOnlyList<IReadOnlyList<int>> sources,
+            Func<Action<int, int>, Task<IReadOnlyList<IReadOnlyList<Hypothesis>>>> generate, Action<int, int>? onToken = null)
         {
             BatchSize.Record(sources.Count, _model);
             var inputs = sources.Sum(s => (long)s.Count);
@@ -97,11 +85,11 @@ public static class TranslatorDiagnostics
             InputTokens.Add(inputs, _model);
             var start = Stopwatch.GetTimestamp();
             long first = 0;
-            var results = generate((input, token) =>
+            var results = await generate((input, token) =>
             {
-                if (first == 0) first = Stopwatch.GetTimestamp();
+                if (Interlocked.Read(ref first) == 0) Interlocked.Exchange(ref first, Stopwatch.GetTimestamp());
                 onToken?.Invoke(input, token);
-            });
+            }).ConfigureAwait(false);
             var end = Stopwatch.GetTimestamp();
             var steps = results.Count == 0 ? 0 : results.Max(r => r.Count == 0 ? 0 : r[0].Ids.Count);
             var outputs = results.Sum(r => r.Count == 0 ? 0L : r[0].Ids.Count);

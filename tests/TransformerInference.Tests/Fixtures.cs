@@ -11,6 +11,10 @@ internal static class Fixtures
     public static string Root => Path.Combine(AppContext.BaseDirectory, "Fixtures");
     public static string Path_(params string[] parts) => Path.Combine(new[] { Root }.Concat(parts).ToArray());
 
+    /// <summary>A translator over the seed-tiny checkpoint (4 heads) and its tokenizers.</summary>
+    public static Translator SeedTranslator() => Translator.Load(Path_("seed-tiny", "tmodel.pt"), Path_("seed-tiny", "tokenizer_en.json"),
+        Path_("seed-tiny", "tokenizer_ne.json"), new TranslatorOptions { Heads = 4 });
+
     public static JsonElement Json(params string[] parts)
     {
         using var doc = JsonDocument.Parse(File.ReadAllBytes(Path_(parts)));

@@ -10,8 +10,7 @@ namespace TransformerInference.Tests;
 /// async disposal, the best translation's score, and a public surface without tensor plumbing.</summary>
 public class TranslatorApiTests
 {
-    private static Translator Seed() => Translator.Load(Fixtures.Path_("seed-tiny", "tmodel.pt"), Fixtures.Path_("seed-tiny", "tokenizer_en.json"),
-        Fixtures.Path_("seed-tiny", "tokenizer_ne.json"), new TranslatorOptions { Heads = 4 });
+    private static Translator Seed() => Fixtures.SeedTranslator();
 
     [Fact]
     public async Task LoadAsyncLoadsAFolderLikeLoad()

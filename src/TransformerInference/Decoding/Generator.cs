@@ -22,6 +22,19 @@ public static class Generator
     public static IReadOnlyList<IReadOnlyList<Hypothesis>> Generate(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources,
         DecodingOptions? options = null, Action<int, int>? onToken = null, CancellationToken cancellationToken = default)
     {
+        (options, var maxNew) = Prepare(model, sources, options);
+        if (sources.Count == 0) return Array.Empty<IReadOnlyList<Hypothesis>>();
+        using var noGrad = inference_mode();
+        using var search = Search.Create(model, sources, options, maxNew, onToken);
+        return Run(model, sources, search, cancellationToken);
+    }
+
+    /// <summary>Checks a call (options, ids, lengths) before anything is allocated for it and returns its options as
+    /// the search uses them and the most tokens it generates per sequence.</summary>
+    /// <exception cref="ArgumentException">An option or input is unusable; the message names it.</exception>
+    internal static (DecodingOptions Options, int MaxNew) Prepare(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources, DecodingOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
         options = (options ?? new DecodingOptions()).Validate();
         // Fixed-length runs: a forced end token would end (or pollute) them.
         if (options.IgnoreEos && options.ForcedEosTokenId is not null) options = options with { ForcedEosTokenId = null };
@@ -42,10 +55,7 @@ public static class Generator
             if (s.Count > model.MaxSourceLength)
                 throw new ArgumentException($"An encoder input has {s.Count} positions; the model accepts at most {model.MaxSourceLength}.", nameof(sources));
         }
-        if (sources.Count == 0) return Array.Empty<IReadOnlyList<Hypothesis>>();
-        using var noGrad = inference_mode();
-        using var search = Search.Create(model, sources, options, maxNew, onToken);
-        return Run(model, sources, search, cancellationToken);
+        return (options, maxNew);
     }
 
     /// <summary>Drives one search to its end: the encoder once, then one decoder step per token, the cache rows

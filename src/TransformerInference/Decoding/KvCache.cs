@@ -14,6 +14,8 @@ public sealed class KvCache : IDisposable
     private readonly Tensor[] _crossKeys;
     private readonly Tensor[] _crossValues;
     private Tensor _sourceMask;
+    private long[]? _starts; // per row, the shared position where its first token sits (rows that joined later); null: all 0
+    private Tensor? _stepPositions, _stepMask; // this step's per-row positions and self-attention key mask (ragged rows)
     private bool _disposed;
 
     internal KvCache(int layers, long batch, long kvHeads, long capacity, long headDim, Tensor sourceMask,
@@ -36,7 +38,39 @@ public sealed class KvCache : IDisposable
     public long Length { get; private set; }
 
     /// <summary>Most target positions the cache can hold.</summary>
-    public long Capacity { get; }
+    public long Capacity { get; private set; }
+
+    /// <summary>Whether rows started at different steps (some joined a running batch): each row then has its own
+    /// positions and a self-attention mask that hides the positions before its start.</summary>
+    internal bool Ragged => _starts is not null;
+
+    /// <summary>Positions the longest row holds (what the model's position limit applies to).</summary>
+    internal long RowLength => Length - (_starts?.Min() ?? 0);
+
+    /// <summary>Ragged rows only: each row's position for this step's token <c>[B, 1]</c> (int64) and the
+    /// self-attention key mask <c>[B, 1, 1, Length + 1]</c> (true from the row's start). Built by
+    /// <see cref="BeginRaggedStep"/>, freed by <see cref="Advance"/>.</summary>
+    internal (Tensor Positions, Tensor Mask)? RaggedStep => _stepPositions is null ? null : (_stepPositions, _stepMask!);
+
+    /// <summary>Prepares <see cref="RaggedStep"/> for one new token per row.</summary>
+    internal void BeginRaggedStep()
+    {
+        if (_starts is null) return;
+        ReleaseStep();
+        using var scope = NewDisposeScope();
+        var device = _sourceMask.device;
+        var starts = tensor(_starts, device: device);
+        _stepPositions = (Length - starts).unsqueeze(1).DetachFromDisposeScope();
+        _stepMask = arange(Length + 1, ScalarType.Int64, device).unsqueeze(0).ge(starts.unsqueeze(1))
+            .unsqueeze(1).unsqueeze(1).DetachFromDisposeScope();
+    }
+
+    private void ReleaseStep()
+    {
+        _stepPositions?.Dispose();
+        _stepMask?.Dispose();
+        _stepPositions = _stepMask = null;
+    }
 
     /// <summary>Rows (sequences or beams) currently in the cache.</summary>
     public long BatchSize => _sourceMask.shape[0];
@@ -77,7 +111,84 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>Marks <paramref name="count"/> more positions as cached (called once per step, after every layer).</summary>
-    internal void Advance(long count) => Length += count;
+    internal void Advance(long count)
+    {
+        Length += count;
+        ReleaseStep();
+    }
+
+    /// <summary>
+    /// Takes the rows of <paramref name="joining"/> (a cache fresh from <see cref="ISeq2SeqModel.Start"/>, nothing
+    /// decoded yet) after this cache's rows: they start at the current position, their cross-attention keys, values
+    /// and source mask are padded to the longer source (masked), and the buffers grow if their length limit needs it.
+    /// <paramref name="joining"/> is disposed. How calls join a running batch at a step boundary.
+    /// </summary>
+    internal void Merge(KvCache joining)
+    {
+        if (joining.Length != 0) throw new ArgumentException("Only a cache with nothing decoded yet can join.", nameof(joining));
+        if (joining._selfKeys.Length != _selfKeys.Length) throw new ArgumentException("The caches belong to different models.", nameof(joining));
+        using var scope = NewDisposeScope();
+        long rows = BatchSize, added = joining.BatchSize;
+        var capacity = Math.Max(Capacity, Length + joining.Capacity);
+        Tensor JoinSelf(Tensor mine, Tensor theirs)
+        {
+            var shape = mine.shape.ToArray();
+            shape[0] = rows + added;
+            shape[2] = capacity;
+            var joined = zeros(shape, mine.dtype, mine.device); // positions before a row's start are read (masked): keep them finite
+            joined.narrow(0, 0, rows).narrow(2, 0, Length).copy_(mine.narrow(2, 0, Length));
+            return joined.DetachFromDisposeScope();
+        }
+        var width = Math.Max(_sourceMask.shape[3], joining._sourceMask.shape[3]);
+        Tensor Pad(Tensor t, long dim, object fill)
+        {
+            var missing = width - t.shape[dim];
+            if (missing == 0) return t;
+            var shape = t.shape.ToArray();
+            shape[dim] = missing;
+            var padding = fill is bool ? zeros(shape, ScalarType.Bool, t.device) : zeros(shape, t.dtype, t.device);
+            return cat(new[] { t, padding }, dim);
+        }
+        for (var i = 0; i < _selfKeys.Length; i++)
+        {
+            Replace(ref _selfKeys[i], JoinSelf(_selfKeys[i], joining._selfKeys[i]));
+            Replace(ref _selfValues[i], JoinSelf(_selfValues[i], joining._selfValues[i]));
+            if (_crossKeys[i] is null) continue;
+            Replace(ref _crossKeys[i], cat(new[] { Pad(_crossKeys[i], 2, 0f), Pad(joining._crossKeys[i], 2, 0f) }, 0).DetachFromDisposeScope());
+            Replace(ref _crossValues[i], cat(new[] { Pad(_crossValues[i], 2, 0f), Pad(joining._crossValues[i], 2, 0f) }, 0).DetachFromDisposeScope());
+        }
+        Replace(ref _sourceMask, cat(new[] { Pad(_sourceMask, 3, false), Pad(joining._sourceMask, 3, false) }, 0).DetachFromDisposeScope());
+        _starts = (_starts ?? new long[rows]).Concat(Enumerable.Repeat(Length, (int)added)).ToArray();
+        if (_starts.All(v => v == 0)) _starts = null;
+        Capacity = capacity;
+        joining.Dispose();
+    }
+
+    private static void Replace(ref Tensor slot, Tensor value)
+    {
+        var old = slot;
+        slot = value;
+        old.Dispose();
+    }
+
+    /// <summary>Drops the positions no row reads any more (before the earliest start of the remaining rows).</summary>
+    private void Compact()
+    {
+        if (_starts is null) return;
+        var shift = _starts.Min();
+        if (shift > 0)
+        {
+            for (var i = 0; i < _selfKeys.Length; i++)
+            {
+                Replace(ref _selfKeys[i], _selfKeys[i].narrow(2, shift, Capacity - shift).DetachFromDisposeScope());
+                Replace(ref _selfValues[i], _selfValues[i].narrow(2, shift, Capacity - shift).DetachFromDisposeScope());
+            }
+            Length -= shift;
+            Capacity -= shift;
+            for (var r = 0; r < _starts.Length; r++) _starts[r] -= shift;
+        }
+        if (_starts.All(v => v == 0)) _starts = null;
+    }
 
     /// <summary>
     /// Keeps the rows named by <paramref name="rows"/> (int64 indices, repeats allowed), in that order: how beam search
@@ -96,6 +207,12 @@ public sealed class KvCache : IDisposable
             }
         }
         using var index = rows.device == _sourceMask.device ? rows.alias() : rows.to(_sourceMask.device);
+        if (_starts is not null)
+        {
+            using var host = rows.cpu();
+            var starts = _starts;
+            _starts = host.data<long>().ToArray().Select(r => starts[r]).ToArray();
+        }
         if (index.shape[0] == BatchSize)
         {
             // Same row count (beams following parents): permute only the filled positions, in place, instead of
@@ -111,6 +228,7 @@ public sealed class KvCache : IDisposable
                 using var picked = t.index_select(0, index);
                 t.copy_(picked);
             }
+            Compact();
             return;
         }
         Select(_selfKeys, index);
@@ -120,6 +238,7 @@ public sealed class KvCache : IDisposable
         var oldMask = _sourceMask;
         _sourceMask = oldMask.index_select(0, index).DetachFromDisposeScope();
         oldMask.Dispose();
+        Compact();
     }
 
     /// <summary>Frees every cached tensor.</summary>
@@ -130,5 +249,6 @@ public sealed class KvCache : IDisposable
         foreach (var t in _selfKeys.Concat(_selfValues).Concat(_crossKeys).Concat(_crossValues))
             t?.Dispose();
         _sourceMask.Dispose();
+        ReleaseStep();
     }
 }

@@ -4,7 +4,7 @@ namespace TransformerInference.Decoding;
 
 /// <summary>
 /// One call's search (greedy, sampling or beam) over its rows of a decoder batch, advanced one step at a time by a
-/// driver: <see cref="Generator"/> for a call decoded alone, the batch scheduler for calls sharing a batch.
+/// driver: <see cref="Generator"/> for a call decoded alone, <see cref="BatchScheduler"/> for calls sharing a batch.
 /// A search only chooses tokens and says which of its rows continue (and from which parent row); it never sees the
 /// model's layers or the cache, so several searches with different options can share one batch.
 /// </summary>

@@ -41,14 +41,16 @@ internal sealed class AttentionHeads
         var count = q.shape[1];
         var keys = SplitKv(k);
         var values = SplitKv(v);
-        if (_rotary is not null) keys = _rotary.Apply(keys, offset, count);
+        var perRow = cache?.RaggedStep?.Positions; // rows that joined a running batch: each at its own position
+        if (_rotary is not null) keys = perRow is null ? _rotary.Apply(keys, offset, count) : _rotary.Apply(keys, perRow);
         if (cache is not null) (keys, values) = cache.Append(layer, keys, values);
-        return Attend(q, keys, values, mask, _rotary is null ? -1 : offset);
+        return Attend(q, keys, values, mask, _rotary is null ? -1 : offset, perRow);
     }
 
     /// <summary>Attention of q [B,T,H·d_k] over prepared keys/values [B,G,S,d_k]; mask [B|1, 1, T|1, S] (true = attend).
-    /// <paramref name="rotaryOffset"/> ≥ 0 rotates the queries from that position.</summary>
-    public Tensor Attend(Tensor q, Tensor keys, Tensor values, Tensor? mask, long rotaryOffset = -1)
+    /// <paramref name="rotaryOffset"/> ≥ 0 rotates the queries from that position (<paramref name="rotaryPositions"/>
+    /// [B,1]: one query per row, each at its own position).</summary>
+    public Tensor Attend(Tensor q, Tensor keys, Tensor values, Tensor? mask, long rotaryOffset = -1, Tensor? rotaryPositions = null)
     {
         long batch = q.shape[0], count = q.shape[1];
         Tensor queries;
@@ -56,7 +58,7 @@ internal sealed class AttentionHeads
         {
             // One new token: [B,1,H·d_k] is already [B,G,R,d_k] in memory.
             queries = q.reshape(batch, _kvHeads, _group, _headDim);
-            if (rotaryOffset >= 0) queries = _rotary!.Apply(queries, rotaryOffset, 1);
+            if (rotaryOffset >= 0) queries = rotaryPositions is null ? _rotary!.Apply(queries, rotaryOffset, 1) : _rotary!.Apply(queries, rotaryPositions);
         }
         else
         {

@@ -75,6 +75,18 @@ internal sealed class Embeddings : IDisposable
         return x + positions * ids.ne(_zeroPositionId).unsqueeze(-1).to(x.dtype);
     }
 
+    /// <summary>Embeds one id per row [B,1], each at its own position (<paramref name="positions"/> [B,1] int64):
+    /// rows that joined a running batch.</summary>
+    public Tensor Forward(Tensor ids, Tensor positions)
+    {
+        var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
+        if (_scale != 1.0) x = x * _scale;
+        if (_positions is null) return x;
+        var rows = _positions.index_select(0, positions.flatten() + _offset).view(ids.shape[0], 1, -1);
+        if (_zeroPositionId < 0) return x + rows;
+        return x + rows * ids.ne(_zeroPositionId).unsqueeze(-1).to(x.dtype);
+    }
+
     public void Dispose()
     {
         Table.Dispose();

@@ -33,6 +33,21 @@ internal sealed class Rotary : IDisposable
         return stack(new[] { even * c - odd * s, even * s + odd * c }, -1).flatten(-2);
     }
 
+    /// <summary>Rotates <paramref name="x"/> [B, …, 1, d_k] (one position per row) at each row's own position
+    /// (<paramref name="positions"/> [B,1] int64).</summary>
+    public Tensor Apply(Tensor x, Tensor positions)
+    {
+        var shape = new long[x.dim()];
+        Array.Fill(shape, 1L);
+        shape[0] = x.shape[0];
+        shape[^1] = _headDim / 2;
+        var c = _cos.index_select(0, positions.flatten()).view(shape);
+        var s = _sin.index_select(0, positions.flatten()).view(shape);
+        var even = x.slice(-1, 0, _headDim, 2);
+        var odd = x.slice(-1, 1, _headDim, 2);
+        return stack(new[] { even * c - odd * s, even * s + odd * c }, -1).flatten(-2);
+    }
+
     public void Dispose()
     {
         _cos.Dispose();

@@ -172,11 +172,27 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     {
         var offset = cache.Length;
         var count = target.shape[1];
-        if (offset + count > MaxTargetLength)
-            throw new ArgumentException($"The target would reach {offset + count} positions; the model has {MaxTargetLength}.", nameof(target));
-        var x = _targetEmbeddings.Forward(target, offset);
+        if (cache.RowLength + count > MaxTargetLength)
+            throw new ArgumentException($"The target would reach {cache.RowLength + count} positions; the model has {MaxTargetLength}.", nameof(target));
+        Tensor x;
+        Tensor? mask;
+        if (cache.Ragged)
+        {
+            // Rows that joined a running batch: each has its own positions, and its self-attention starts at its start.
+            // Relative position biases read distances on the shared axis, which are each row's own distances.
+            if (count != 1) throw new ArgumentException("Rows that started at different steps decode one token at a time.", nameof(target));
+            cache.BeginRaggedStep();
+            var (positions, keyMask) = cache.RaggedStep!.Value;
+            x = _targetEmbeddings.Forward(target, positions);
+            mask = keyMask;
+        }
+        else
+        {
+            x = _targetEmbeddings.Forward(target, offset);
+            mask = count == 1 ? null : Masks.Causal(count, offset, Device);
+        }
         if (_decoderEmbedNorm is not null) x = _decoderEmbedNorm.Forward(x);
-        var mask = WithBias(_decoderBias, count == 1 ? null : Masks.Causal(count, offset, Device), count, offset, offset + count);
+        mask = WithBias(_decoderBias, mask, count, offset, offset + count);
         for (var i = 0; i < _decoderLayers.Length; i++)
         {
             var (k, v) = cache.Cross(i);
