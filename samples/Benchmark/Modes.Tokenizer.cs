@@ -140,8 +140,8 @@ internal static partial class Modes
         return [.. texts];
     }
 
-    /// <summary>A temporary NLLB folder around <paramref name="model"/>: the tokenizer then adds the SentencePiece
-    /// id + 1 of each piece, with no vocabulary file in between.</summary>
+    /// <summary>A temporary NLLB folder around <paramref name="model"/> with 202 language codes: the tokenizer
+    /// splits them out of the text, then adds the SentencePiece id + 1 of each piece.</summary>
     private static string NllbFolder(string model)
     {
         string folder = Directory.CreateTempSubdirectory("spm-benchmark-").FullName;
@@ -160,6 +160,13 @@ internal static partial class Modes
                 [Language.ToString(CultureInfo.InvariantCulture)] = new { content = "eng_Latn", special = true },
             },
         };
+        // Like a real NLLB folder, 202 language codes that the tokenizer looks for in the text.
+        var decoder = (Dictionary<string, object>)config["added_tokens_decoder"];
+        for (int i = 1; i < 202; i++)
+        {
+            decoder[(Language + i).ToString(CultureInfo.InvariantCulture)] = new { content = $"l{i:D2}_Xxxx", special = true };
+        }
+
         File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), JsonSerializer.Serialize(config));
         return folder;
     }

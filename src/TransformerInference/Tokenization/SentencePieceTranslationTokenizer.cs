@@ -37,8 +37,8 @@ public enum TranslationTokenizerFamily
 /// <para>Text is first split at the special-token strings it contains (<c>&lt;/s&gt;</c>, language codes, T5
 /// sentinels, …), which become their ids as in Hugging Face; each remaining part is normalized as the SentencePiece
 /// model's normalizer does it (NFKC-based <c>nmt_nfkc</c> character map, white-space runs collapsed, leading and
-/// trailing white space dropped, <c>▁</c> prefix), split into pieces by Microsoft.ML.Tokenizers'
-/// <see cref="SentencePieceTokenizer"/> (runs of unknown characters become one piece, as in <c>sentencepiece</c>), and
+/// trailing white space dropped, <c>▁</c> prefix), split into pieces exactly as <c>sentencepiece</c> splits it (BPE
+/// merge order and unigram Viterbi with its tie rules; runs of unknown characters become one piece), and
 /// each piece is mapped to the family's id: Marian and M2M100 look the piece string up in their vocabulary file,
 /// NLLB and mBART-50 add the fairseq offset to the SentencePiece id, T5 uses it as it is; a piece without an id gets
 /// the unknown id. The family's framing is then added: Marian and T5 append <c>&lt;/s&gt;</c>; M2M100, NLLB and
@@ -73,6 +73,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
     private readonly HashSet<int> _specialIds;
     private readonly HashSet<string> _specialTokens;
     private readonly (string Token, int Id, bool LStrip, bool RStrip)[] _splitTokens; // special strings split out of text, longest first
+    private readonly SearchValues<char> _splitTokenStarts; // their first characters: the split jumps between them
     private readonly string[] _fairseqPieces;
     private readonly bool _cleanUpSpaces;
     private readonly bool _legacyBehaviour;
@@ -145,6 +146,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
             .Select(p => (p.Key, p.Value, config.Strip.TryGetValue(p.Key, out var s) && s.LStrip, config.Strip.TryGetValue(p.Key, out s) && s.RStrip))
             .Where(t => t.Key.Length > 0)
             .OrderByDescending(t => t.Key.Length).ThenBy(t => t.Key, StringComparer.Ordinal).ToArray();
+        _splitTokenStarts = SearchValues.Create([.. _splitTokens.Select(t => t.Token[0]).Distinct()]);
 
         SourceLanguage = config.SourceLanguage is { } source && _languageIds.ContainsKey(source) ? source : null; // Marian configs name languages that are not tokens.
         TargetLanguage = config.TargetLanguage is { } target && _languageIds.ContainsKey(target) ? target : null;
@@ -664,6 +666,13 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
         int textStart = 0, position = 0;
         while (position < text.Length)
         {
+            int next = text.AsSpan(position).IndexOfAny(_splitTokenStarts); // no special token starts before this
+            if (next < 0)
+            {
+                break;
+            }
+
+            position += next;
             (string Token, int Id, bool LStrip, bool RStrip)? found = null;
             foreach (var candidate in _splitTokens)
             {
