@@ -334,6 +334,16 @@ public class CliTests
         Assert.Equal(c.GetProperty("output").GetString(), r.Out.Single());
     }
 
+    [Fact]
+    public void DtypeBfloat16TranslatesLikeTheLibrary()
+    {
+        var r = Translate("I love you so much\n", "--dtype", "bfloat16");
+        Assert.Equal(0, r.Code);
+        using var translator = Translator.Load(Path.Combine(Seed, "tmodel.pt"), Path.Combine(Seed, "tokenizer_en.json"),
+            Path.Combine(Seed, "tokenizer_ne.json"), new TranslatorOptions { Heads = 4, DType = TorchSharp.torch.ScalarType.BFloat16 });
+        Assert.Equal(translator.Translate("I love you so much"), r.Out.Single());
+    }
+
     [Theory]
     [InlineData("int8")]
     [InlineData("bf16")]
