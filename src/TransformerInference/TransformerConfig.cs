@@ -196,6 +196,26 @@ public sealed record TransformerConfig
         Decoder = null,
     };
 
+    /// <summary>The fewest weights (elements) a model of this shape has: embeddings, stored position tables, the
+    /// attention and feed-forward products of every layer, an untied projection. Loaders compare it with the weights
+    /// actually present before building anything, so a config claiming a billion layers or positions fails fast.</summary>
+    internal double MinimumWeightCount()
+    {
+        double d = DModel;
+        double Stack(StackConfig stack, int attentions)
+        {
+            double headDim = HeadDimOf(stack);
+            var attention = 2 * d * stack.Heads * headDim + 2 * d * stack.EffectiveKvHeads * headDim;
+            var feedForward = (FeedForward is FeedForwardKind.SwiGlu or FeedForwardKind.GatedGelu ? 3 : 2) * d * stack.DFF;
+            return (double)stack.Layers * (attentions * attention + feedForward);
+        }
+        var count = (double)TargetVocabSize * d + (SharedEmbeddings ? 0 : (double)SourceVocabSize * d)
+            + Stack(EncoderStack, 1) + Stack(DecoderStack, 2)
+            + (TieOutputProjection ? 0 : (double)TargetVocabSize * d);
+        if (Positions is PositionKind.Learned or PositionKind.Sinusoidal) count += ((double)MaxSourcePositions + MaxTargetPositions) * d;
+        return count;
+    }
+
     /// <summary>Checks every field and their relations.</summary>
     /// <exception cref="ArgumentException">A field is out of range, with its name and value in the message.</exception>
     public TransformerConfig Validate()
@@ -246,7 +266,8 @@ public sealed record TransformerConfig
             throw new ArgumentException($"OutputScale must be positive and finite, got {OutputScale}.", nameof(OutputScale));
         if ((Positions is PositionKind.Sinusoidal or PositionKind.SinusoidalHalves) && DModel % 2 != 0)
             throw new ArgumentException($"Sinusoidal positions need an even d_model, got {DModel}.", nameof(Positions));
-        if (!(NormEps >= 0)) throw new ArgumentException($"NormEps must be non-negative, got {NormEps}.", nameof(NormEps));
+        if (!(NormEps >= 0) || !double.IsFinite(NormEps)) throw new ArgumentException($"NormEps must be non-negative and finite, got {NormEps}.", nameof(NormEps));
+        if (!(RopeTheta > 0) || !double.IsFinite(RopeTheta)) throw new ArgumentException($"RopeTheta must be positive and finite, got {RopeTheta}.", nameof(RopeTheta));
         if (Positions == PositionKind.Fairseq && (DModel % 2 != 0 || DModel < 4))
             throw new ArgumentException($"Fairseq positions need an even d_model of at least 4, got {DModel}.", nameof(Positions));
         if (PositionOffset < 0)

@@ -42,8 +42,7 @@ public sealed class Translator : IDisposable, IAsyncDisposable
         });
         _options = options;
         _ownsModel = ownsModel;
-        if (options.MaxBatchSize < 1) throw new ArgumentException($"MaxBatchSize must be positive, got {options.MaxBatchSize}.", nameof(options));
-        if (options.MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {options.MaxBatchTokens}.", nameof(options));
+        options.Validate();
         CheckVocabularies(model, tokenizer);
         if (options.Threads is { } threads) torch.set_num_threads(threads);
         _familyRules = familyDefaults ?? new DecodingOptions();
@@ -82,7 +81,7 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     /// <exception cref="InvalidDataException">A tokenizer file is corrupt.</exception>
     public static Translator Load(string modelPath, string sourceTokenizerPath, string targetTokenizerPath, TranslatorOptions? options = null)
     {
-        options ??= new TranslatorOptions();
+        options = (options ?? new TranslatorOptions()).Validate();
         var source = WordLevelTokenizer.Create(sourceTokenizerPath);
         var target = WordLevelTokenizer.Create(targetTokenizerPath);
         int Special(string token) => target.TokenToId(token)
@@ -117,7 +116,9 @@ public sealed class Translator : IDisposable, IAsyncDisposable
     /// <exception cref="ArgumentException">A language the tokenizer does not know.</exception>
     public static Translator Load(string folder, TranslatorOptions? options = null)
     {
-        options ??= new TranslatorOptions();
+        options = (options ?? new TranslatorOptions()).Validate();
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"The model folder '{folder}' does not exist.");
         var tokenizer = ModelLoader.LoadTokenizer(folder);
         var model = ModelLoader.LoadFolder(folder, options.ToLoadOptions(new SpecialTokenIds()));
         try
@@ -137,13 +138,22 @@ public sealed class Translator : IDisposable, IAsyncDisposable
 
     /// <summary>Builds a translator for a seed model from its two tokenizers (input framed as <c>[SOS] ids [EOS]</c>).
     /// The model is not disposed with the translator.</summary>
-    public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null) =>
-        new(model, new SeedTokenizerPair(sourceTokenizer, targetTokenizer, model.SosId, model.EosId, model.PadId), options ?? new TranslatorOptions(), ownsModel: false);
+    public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(sourceTokenizer);
+        ArgumentNullException.ThrowIfNull(targetTokenizer);
+        return new(model, new SeedTokenizerPair(sourceTokenizer, targetTokenizer, model.SosId, model.EosId, model.PadId), options ?? new TranslatorOptions(), ownsModel: false);
+    }
 
     /// <summary>Builds a translator from a model and a tokenizer that frames its own inputs (such as a
     /// <see cref="SentencePieceTranslationTokenizer"/>). The model is not disposed with the translator.</summary>
-    public static Translator Create(TransformerModel model, ITranslationTokenizer tokenizer, TranslatorOptions? options = null) =>
-        new(model, tokenizer, options ?? new TranslatorOptions(), ownsModel: false);
+    public static Translator Create(TransformerModel model, ITranslationTokenizer tokenizer, TranslatorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return new(model, tokenizer, options ?? new TranslatorOptions(), ownsModel: false);
+    }
 
     /// <summary>Translates one text. Empty input (no tokens) gives empty output.</summary>
     /// <exception cref="ArgumentException">The text has more tokens than the model accepts (and truncation is off).</exception>

@@ -51,6 +51,25 @@ public sealed record TranslatorOptions
     /// as the first generated token; null: the tokenizer's default.</summary>
     public string? TargetLanguage { get; init; }
 
+    /// <summary>Most CPU threads <see cref="Threads"/> may ask LibTorch for.</summary>
+    public const int MaxThreads = 1024;
+
+    /// <summary>Checks every option in one place, before anything is loaded: a floating-point dtype, positive head
+    /// count and batch limits, <see cref="Threads"/> within 1..<see cref="MaxThreads"/>, a usable device and valid
+    /// <see cref="Decoding"/> options.</summary>
+    /// <exception cref="ArgumentException">An option is out of range; the message and parameter name name it.</exception>
+    /// <exception cref="NotSupportedException">CUDA was asked for but is not available.</exception>
+    public TranslatorOptions Validate()
+    {
+        ToLoadOptions(new SpecialTokenIds()).Validate();
+        if (MaxBatchSize < 1) throw new ArgumentException($"MaxBatchSize must be positive, got {MaxBatchSize}.", nameof(MaxBatchSize));
+        if (MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {MaxBatchTokens}.", nameof(MaxBatchTokens));
+        if (Threads is < 1 or > MaxThreads)
+            throw new ArgumentException($"Threads must be within 1..{MaxThreads} (or null for LibTorch's default), got {Threads}.", nameof(Threads));
+        Decoding?.Validate();
+        return this;
+    }
+
     internal ModelLoadOptions ToLoadOptions(SpecialTokenIds ids) =>
         new() { Device = Device, DType = DType, Heads = Heads, SpecialIds = ids, Quantization = Quantization };
 }

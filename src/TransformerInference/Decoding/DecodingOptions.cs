@@ -4,7 +4,7 @@ namespace TransformerInference.Decoding;
 public sealed record DecodingOptions
 {
     /// <summary>Most tokens generated after <c>[SOS]</c> (the <c>[EOS]</c> included). Null: as many as the model's
-    /// target positions allow.</summary>
+    /// target positions allow, at most <see cref="DefaultMaxNewTokens"/> (unless <see cref="MaxLength"/> is set).</summary>
     public int? MaxNewTokens { get; init; }
 
     /// <summary>Hugging Face's <c>max_length</c>: the longest target sequence counting the decoder start token, so at
@@ -98,8 +98,17 @@ public sealed record DecodingOptions
         MaxLength = MaxNewTokens is null ? MaxLength ?? family.MaxLength : MaxLength,
     };
 
-    /// <summary>Checks every field.</summary>
-    /// <exception cref="ArgumentException">A field is out of range; the message names it.</exception>
+    /// <summary>Most tokens generated when neither <see cref="MaxNewTokens"/> nor <see cref="MaxLength"/> is set and
+    /// the model allows more: the KV cache is sized for the length limit, so a config claiming huge position counts
+    /// must not size it.</summary>
+    public const int DefaultMaxNewTokens = 1024;
+
+    /// <summary>Widest beam accepted (<see cref="BeamSize"/>): the cost of a step grows with it, and wider beams
+    /// rarely help translation.</summary>
+    public const int MaxBeamSize = 128;
+
+    /// <summary>Checks every field: ranges, finite numbers, <see cref="BeamSize"/> at most <see cref="MaxBeamSize"/>.</summary>
+    /// <exception cref="ArgumentException">A field is out of range; the message and parameter name name it.</exception>
     public DecodingOptions Validate()
     {
         void Check(bool ok, string name, object value, string rule)
@@ -117,14 +126,34 @@ public sealed record DecodingOptions
         Check(MinNewTokens >= 0, nameof(MinNewTokens), MinNewTokens, "must not be negative");
         Check(MinLength is null or >= 0, nameof(MinLength), MinLength!, "must not be negative");
         Check(Enum.IsDefined(EarlyStopping), nameof(EarlyStopping), EarlyStopping, "must be Heuristic, Immediate or Never");
-        Check(BeamSize >= 1, nameof(BeamSize), BeamSize, "must be at least 1");
+        Check(BeamSize is >= 1 and <= MaxBeamSize, nameof(BeamSize), BeamSize, $"must be within 1..{MaxBeamSize}");
+        Check(double.IsFinite(LengthPenalty), nameof(LengthPenalty), LengthPenalty, "must be a finite number");
         Check(NBest >= 1 && NBest <= BeamSize, nameof(NBest), NBest, $"must be within 1..BeamSize ({BeamSize})");
         Check(!(Sample && BeamSize > 1), nameof(Sample), Sample, "cannot be combined with beam search");
-        Check(Temperature > 0, nameof(Temperature), Temperature, "must be positive");
+        Check(Temperature > 0 && double.IsFinite(Temperature), nameof(Temperature), Temperature, "must be positive and finite");
         Check(TopK >= 0, nameof(TopK), TopK, "must not be negative");
         Check(TopP > 0 && TopP <= 1, nameof(TopP), TopP, "must be within (0, 1]");
-        Check(RepetitionPenalty > 0, nameof(RepetitionPenalty), RepetitionPenalty, "must be positive");
+        Check(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), nameof(RepetitionPenalty), RepetitionPenalty, "must be positive and finite");
         Check(NoRepeatNgramSize >= 0, nameof(NoRepeatNgramSize), NoRepeatNgramSize, "must not be negative");
+        return this;
+    }
+
+    /// <summary>Checks every field (<see cref="Validate"/>) and then against <paramref name="model"/>: token ids
+    /// inside its target vocabulary and <see cref="MaxNewTokens"/> within its target positions. Search calls this
+    /// first; a caller can call it once to reject options that would fail for every input.</summary>
+    /// <exception cref="ArgumentException">A field is out of range; the parameter name is the field's name.</exception>
+    public DecodingOptions ValidateFor(ISeq2SeqModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        Validate();
+        foreach (var (id, name) in new[] { (DecoderStartTokenId, nameof(DecoderStartTokenId)),
+                     (ForcedBosTokenId, nameof(ForcedBosTokenId)), (ForcedEosTokenId, nameof(ForcedEosTokenId)) })
+        {
+            if (id >= model.TargetVocabSize)
+                throw new ArgumentException($"{name} {id} is outside the target vocabulary ({model.TargetVocabSize}).", name);
+        }
+        if (MaxNewTokens > model.MaxTargetLength)
+            throw new ArgumentException($"MaxNewTokens {MaxNewTokens} exceeds the model's {model.MaxTargetLength} target positions.", nameof(MaxNewTokens));
         return this;
     }
 }

@@ -34,23 +34,17 @@ public static class Generator
     /// <exception cref="ArgumentException">An option or input is unusable; the message names it.</exception>
     internal static (DecodingOptions Options, int MaxNew) Prepare(ISeq2SeqModel model, IReadOnlyList<IReadOnlyList<int>> sources, DecodingOptions? options)
     {
+        ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(sources);
-        options = (options ?? new DecodingOptions()).Validate();
+        options = (options ?? new DecodingOptions()).ValidateFor(model);
         // Fixed-length runs: a forced end token would end (or pollute) them.
         if (options.IgnoreEos && options.ForcedEosTokenId is not null) options = options with { ForcedEosTokenId = null };
         var maxNew = options.MaxNewTokens ?? (options.MaxLength is { } maxLength
             ? Math.Min(maxLength - 1, model.MaxTargetLength)
-            : model.MaxTargetLength - 1);
-        foreach (var (id, name) in new[] { (options.DecoderStartTokenId, nameof(options.DecoderStartTokenId)),
-                     (options.ForcedBosTokenId, nameof(options.ForcedBosTokenId)), (options.ForcedEosTokenId, nameof(options.ForcedEosTokenId)) })
+            : Math.Min(model.MaxTargetLength - 1, DecodingOptions.DefaultMaxNewTokens));
+        for (var i = 0; i < sources.Count; i++)
         {
-            if (id >= model.TargetVocabSize)
-                throw new ArgumentException($"{name} {id} is outside the target vocabulary ({model.TargetVocabSize}).", nameof(options));
-        }
-        if (maxNew > model.MaxTargetLength)
-            throw new ArgumentException($"MaxNewTokens {maxNew} exceeds the model's {model.MaxTargetLength} target positions.", nameof(options));
-        foreach (var s in sources)
-        {
+            var s = sources[i] ?? throw new ArgumentNullException(nameof(sources), $"Encoder input {i} is null.");
             if (s.Count == 0) throw new ArgumentException("An encoder input is empty; frame it with the start/end tokens.", nameof(sources));
             if (s.Count > model.MaxSourceLength)
                 throw new ArgumentException($"An encoder input has {s.Count} positions; the model accepts at most {model.MaxSourceLength}.", nameof(sources));

@@ -9,15 +9,8 @@ internal static class FolderConfig
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"The model folder has no config.json: '{path}'.", path);
         JsonElement root;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        using (var doc = UntrustedJson.ParseFile(path, (message, e) => new CheckpointException($"config.json: {message}", path, inner: e)))
             root = doc.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw new CheckpointException($"config.json is not valid JSON: {e.Message}", path, inner: e);
-        }
         if (root.ValueKind != JsonValueKind.Object) throw new CheckpointException("config.json must hold an object", path);
 
         JsonElement Field(string name) => root.TryGetProperty(name, out var v) ? v

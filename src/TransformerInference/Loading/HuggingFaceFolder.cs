@@ -18,16 +18,10 @@ internal static class HuggingFaceFolder
     public static JsonElement Parse(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"The model folder has no config.json: '{path}'.", path);
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException("config.json must hold an object", path);
-            return doc.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw new CheckpointException($"config.json is not valid JSON: {e.Message}", path, inner: e);
-        }
+        var name = Path.GetFileName(path);
+        using var doc = UntrustedJson.ParseFile(path, (message, e) => new CheckpointException($"{name}: {message}", path, inner: e));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{name} must hold an object", path);
+        return doc.RootElement.Clone();
     }
 
     /// <summary>Generation defaults: generation_config.json, falling back to config.json key by key.</summary>
@@ -56,7 +50,7 @@ internal static class HuggingFaceFolder
         {
             null => null,
             { Value.ValueKind: JsonValueKind.Null } => null,
-            { Value.ValueKind: JsonValueKind.Number } f => f.Value.GetDouble(),
+            { Value.ValueKind: JsonValueKind.Number } f when f.Value.TryGetDouble(out var v) && double.IsFinite(v) => v,
             var f => throw Bad(name, "a number", f.Value),
         };
         IReadOnlyList<IReadOnlyList<int>>? badWords = null;
@@ -80,7 +74,7 @@ internal static class HuggingFaceFolder
             { Value.ValueKind: JsonValueKind.String } f when f.Value.GetString() == "never" => EarlyStopping.Never,
             var f => throw Bad("early_stopping", "true, false or \"never\"", f.Value),
         };
-        return new DecodingOptions
+        var options = new DecodingOptions
         {
             MaxLength = Int("max_length"),
             MinLength = Int("min_length") is > 0 and var minLength ? minLength : null, // counts the decoder start token
@@ -95,7 +89,17 @@ internal static class HuggingFaceFolder
             ForcedBosTokenId = Int("forced_bos_token_id"),
             ForcedEosTokenId = Int("forced_eos_token_id"),
             BadWordsIds = badWords,
-        }.Validate();
+        };
+        try
+        {
+            return options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            // Name the file the bad value came from (generation_config.json, else config.json).
+            var file = generation.ValueKind == JsonValueKind.Object ? generationPath : configPath;
+            throw new CheckpointException($"Generation defaults out of range: {e.Message}", file, inner: e);
+        }
     }
 
     /// <summary>Renames a family's tensors to our names. Tied aliases must equal their primary and are dropped (a file

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Loading;
@@ -30,6 +31,33 @@ public sealed record ModelLoadOptions
 
     /// <summary>Run the parallel block with fused products (default). False keeps separate products; for tests.</summary>
     internal bool FuseParallel { get; init; } = true;
+
+    /// <summary>Checks the options before anything is loaded: a floating-point <see cref="DType"/>, a positive head
+    /// count, and a device this process can use.</summary>
+    /// <exception cref="ArgumentException">An option is out of range; the message and parameter name name it.</exception>
+    /// <exception cref="NotSupportedException">CUDA was asked for but no CUDA device is available.</exception>
+    public ModelLoadOptions Validate()
+    {
+        if (DType is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64))
+            throw new ArgumentException($"DType must be a floating-point type (Float32, BFloat16, Float16, Float64), got {DType}.", nameof(DType));
+        if (Heads < 1) throw new ArgumentException($"Heads must be positive, got {Heads}.", nameof(Heads));
+        ArgumentNullException.ThrowIfNull(SpecialIds, nameof(SpecialIds));
+        CheckDevice(Device);
+        return this;
+    }
+
+    /// <summary>Throws <see cref="NotSupportedException"/> for a device LibTorch cannot use here (checked before any
+    /// native call that would otherwise end in an untyped native error).</summary>
+    internal static void CheckDevice(Device? device)
+    {
+        if (device is null || device.type == DeviceType.CPU) return;
+        if (device.type != DeviceType.CUDA)
+            throw new NotSupportedException($"Device {device} is not supported (CPU or CUDA).");
+        if (!cuda.is_available())
+            throw new NotSupportedException($"Device {device} was asked for, but CUDA is not available (no NVIDIA GPU, or a CPU-only LibTorch backend).");
+        if (device.index >= cuda.device_count())
+            throw new NotSupportedException($"Device {device} was asked for, but only {cuda.device_count()} CUDA device(s) exist.");
+    }
 }
 
 /// <summary>Ids of the four special tokens.</summary>

@@ -1,7 +1,5 @@
-using System.Collections;
 using System.Text.Json;
 using TorchSharp;
-using TorchSharp.PyBridge;
 using TransformerInference.Modeling;
 using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
@@ -17,8 +15,11 @@ public static class ModelLoader
     /// <summary>Loads a seed checkpoint file or a model folder, whichever <paramref name="path"/> is.</summary>
     /// <exception cref="FileNotFoundException">Nothing exists at the path.</exception>
     /// <exception cref="CheckpointException">The file cannot be used; the message names the file and tensor.</exception>
-    public static TransformerModel Load(string path, ModelLoadOptions? options = null) =>
-        Directory.Exists(path) ? LoadFolder(path, options) : LoadSeedCheckpoint(path, options);
+    public static TransformerModel Load(string path, ModelLoadOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        return Directory.Exists(path) ? LoadFolder(path, options) : LoadSeedCheckpoint(path, options);
+    }
 
     /// <summary>
     /// Loads a <c>torch.save</c> file of the classic "pytorch-transformer" seed: a plain state dict or a training
@@ -32,7 +33,7 @@ public static class ModelLoader
     public static TransformerModel LoadSeedCheckpoint(string path, ModelLoadOptions? options = null)
     {
         NativeLibraryCheck.EnsureLoaded();
-        options ??= new ModelLoadOptions();
+        options = (options ?? new ModelLoadOptions()).Validate();
         var tensors = ReadTorchSave(path);
         try
         {
@@ -55,22 +56,33 @@ public static class ModelLoader
     public static TransformerModel LoadFolder(string folder, ModelLoadOptions? options = null)
     {
         NativeLibraryCheck.EnsureLoaded();
-        options ??= new ModelLoadOptions();
+        options = (options ?? new ModelLoadOptions()).Validate();
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"The model folder '{folder}' does not exist.");
         var configPath = Path.Combine(folder, "config.json");
         if (HuggingFaceFolder.FamilyOf(configPath) is { } family) return LoadHuggingFace(folder, family, options);
         var weightsPath = Path.Combine(folder, "model.safetensors");
         var config = FolderConfig.Read(configPath);
         if (!File.Exists(weightsPath)) throw new FileNotFoundException($"The model folder has no model.safetensors: '{weightsPath}'.", weightsPath);
         Dictionary<string, Tensor> tensors;
-        try
-        {
-            tensors = Safetensors.LoadStateDict(weightsPath);
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            throw new CheckpointException($"Cannot read safetensors weights: {e.Message}", weightsPath, inner: e);
-        }
+        tensors = SafetensorsFile.Read(weightsPath);
         return Build(config, tensors, weightsPath, options);
+    }
+
+    /// <summary>The attention head count the seed's training scripts record as <c>"h"</c> in <c>model_args.json</c>
+    /// beside a checkpoint (seed checkpoints do not record it themselves); null when there is no such file or it has no
+    /// <c>"h"</c>.</summary>
+    /// <exception cref="CheckpointException">The file is not valid UTF-8 JSON, not an object, or its <c>"h"</c> is not
+    /// a positive integer; the message names the file and field.</exception>
+    public static int? ReadSeedHeads(string checkpointPath)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(checkpointPath);
+        var path = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(checkpointPath)) ?? ".", "model_args.json");
+        if (!File.Exists(path)) return null;
+        using var doc = UntrustedJson.ParseFile(path, (message, e) => new CheckpointException($"model_args.json: {message}", path, inner: e));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException("model_args.json must hold an object", path);
+        if (!doc.RootElement.TryGetProperty("h", out var h) || h.ValueKind == JsonValueKind.Null) return null;
+        return h.ValueKind == JsonValueKind.Number && h.TryGetInt32(out var heads) && heads > 0 ? heads
+            : throw new CheckpointException($"model_args.json field 'h' (attention heads) must be a positive integer, got {h.GetRawText()}", path);
     }
 
     /// <summary>
@@ -108,14 +120,7 @@ public static class ModelLoader
         if (File.Exists(safetensorsPath))
         {
             weightsPath = safetensorsPath;
-            try
-            {
-                tensors = Safetensors.LoadStateDict(weightsPath);
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                throw new CheckpointException($"Cannot read safetensors weights: {e.Message}", weightsPath, inner: e);
-            }
+            tensors = SafetensorsFile.Read(weightsPath);
         }
         else if (File.Exists(binPath))
         {
@@ -123,6 +128,15 @@ public static class ModelLoader
             tensors = ReadTorchSave(binPath);
         }
         else throw new FileNotFoundException($"The model folder has neither model.safetensors nor pytorch_model.bin: '{folder}'.", safetensorsPath);
+        try
+        {
+            CheckSize(config, tensors, weightsPath);
+        }
+        catch
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw;
+        }
         var (renamed, nameInFile) = HuggingFaceFolder.Rename(family, config, tensors, weightsPath);
         return Build(config, renamed, weightsPath, options, nameInFile);
     }
@@ -135,7 +149,7 @@ public static class ModelLoader
     /// <exception cref="CheckpointException">A tensor is missing, unexpected or mis-shaped.</exception>
     public static TransformerModel FromStateDict(TransformerConfig config, IDictionary<string, Tensor> tensors,
         ModelLoadOptions? options = null, string source = "state dict") =>
-        Build(config.Validate(), new Dictionary<string, Tensor>(tensors, StringComparer.Ordinal), source, options ?? new ModelLoadOptions());
+        Build(config.Validate(), new Dictionary<string, Tensor>(tensors, StringComparer.Ordinal), source, (options ?? new ModelLoadOptions()).Validate());
 
     private static TransformerModel Build(TransformerConfig config, Dictionary<string, Tensor> tensors, string source, ModelLoadOptions options,
         Func<string, string>? nameInFile = null)
@@ -152,57 +166,23 @@ public static class ModelLoader
             throw;
         }
         using var weights = new WeightSet(tensors, source, device, options.DType) { NameInFile = nameInFile ?? (n => n), Kernels = kernels };
+        CheckSize(config, tensors, source);
         using var _ = no_grad();
         return new TransformerModel(config, weights, options.FuseParallel);
     }
 
-    /// <summary>Reads every tensor of a <c>torch.save</c> zip file; a checkpoint dict yields its <c>model_state_dict</c>.</summary>
-    private static Dictionary<string, Tensor> ReadTorchSave(string path)
+    /// <summary>The config's sizes against the weights present, before anything is built for them: a model of the
+    /// config's shape has at least <see cref="TransformerConfig.MinimumWeightCount"/> elements.</summary>
+    private static void CheckSize(TransformerConfig config, Dictionary<string, Tensor> tensors, string source)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint file not found: '{path}'.", path);
-        Hashtable top;
-        try
-        {
-            using var stream = File.OpenRead(path);
-            top = PyTorchUnpickler.UnpickleStateDict(stream, leaveOpen: true);
-        }
-        catch (NotImplementedException e)
-        {
-            throw new CheckpointException("Not a zip-format torch.save file (the legacy format is not supported; re-save with a current PyTorch)", path, inner: e);
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            throw new CheckpointException($"Cannot read the checkpoint (corrupt or truncated?): {e.GetType().Name}: {e.Message}", path, inner: e);
-        }
-        var dict = top;
-        if (top.ContainsKey("model_state_dict"))
-        {
-            dict = top["model_state_dict"] as Hashtable
-                ?? throw new CheckpointException("'model_state_dict' is not a dictionary", path);
-        }
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (DictionaryEntry entry in dict)
-        {
-            if (entry.Key is string name && entry.Value is Tensor t) result[name] = t;
-        }
-        // Tensors outside the state dict (optimizer state) are not needed.
-        if (!ReferenceEquals(dict, top)) DisposeTensors(top, dict);
-        if (result.Count == 0)
-            throw new CheckpointException("The file holds no model tensors (neither a state dict nor a dict with 'model_state_dict')", path);
-        return result;
+        var present = tensors.Values.Sum(t => (double)t.NumberOfElements);
+        var needed = config.MinimumWeightCount();
+        if (needed > present)
+            throw new CheckpointException(
+                $"The config describes a model of at least {needed:0} weights ({config.EncoderLayers} encoder and {config.DecoderLayers} decoder layers, " +
+                $"d_model {config.DModel}, d_ff {config.DFF}, vocabularies {config.SourceVocabSize}/{config.TargetVocabSize}); the weights hold {present:0}", source);
     }
 
-    private static void DisposeTensors(object? value, Hashtable keep)
-    {
-        switch (value)
-        {
-            case Tensor t: t.Dispose(); break;
-            case Hashtable h when !ReferenceEquals(h, keep):
-                foreach (DictionaryEntry e in h) DisposeTensors(e.Value, keep);
-                break;
-            case IEnumerable list and not string:
-                foreach (var item in list) DisposeTensors(item, keep);
-                break;
-        }
-    }
+    /// <summary>Reads every tensor of a <c>torch.save</c> zip file; a checkpoint dict yields its <c>model_state_dict</c>.</summary>
+    private static Dictionary<string, Tensor> ReadTorchSave(string path) => TorchZip.ReadStateDict(path);
 }

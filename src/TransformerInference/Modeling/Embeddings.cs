@@ -1,3 +1,4 @@
+using TorchSharp;
 using TransformerInference.Loading;
 using static TorchSharp.torch;
 
@@ -6,7 +7,12 @@ namespace TransformerInference.Modeling;
 /// <summary>Token embeddings (optionally scaled by sqrt(d_model)) plus the additive position table, if any.</summary>
 internal sealed class Embeddings : IDisposable
 {
-    private readonly Tensor? _positions; // [offset + max_positions, d_model], absent for rotary
+    private Tensor? _positions; // [offset + positions, d_model], absent for rotary; computed tables grow on demand
+    private readonly PositionKind _kind;
+    private readonly int _dModel;
+    private readonly long _maxRows; // offset + the config's positions: the most a computed table may grow to
+    private readonly ScalarType _dtype;
+    private readonly Device _device;
     private readonly double _scale;
     private readonly long _offset;
     private readonly long _zeroPositionId = -1; // fairseq: tokens with this id get no position vector
@@ -20,12 +26,20 @@ internal sealed class Embeddings : IDisposable
     public Embeddings(WeightSet w, Tensor table, string side, int maxPositions, TransformerConfig c)
     {
         Table = table;
+        _kind = c.Positions;
+        _dModel = c.DModel;
+        _maxRows = (long)c.PositionOffset + maxPositions;
+        _dtype = w.DType;
+        _device = w.Device;
         _scale = c.EmbeddingScale ? Math.Sqrt(c.DModel) : 1.0;
+        // Computed sinusoids are built for the lengths actually used (a config may claim a billion positions): the
+        // first rows now, more when a longer sequence arrives.
         _positions = c.Positions switch
         {
             PositionKind.Sinusoidal => SqueezeTable(w, w.Take(side + "_pos.pe", 1, maxPositions, c.DModel)),
             PositionKind.Learned => w.Take(side + "_pos.embedding.weight", c.PositionOffset + maxPositions, c.DModel),
-            PositionKind.SinusoidalHalves or PositionKind.Fairseq => w.Made(Computed(c.Positions, c.PositionOffset + maxPositions, c.DModel, w)),
+            PositionKind.SinusoidalHalves or PositionKind.Fairseq =>
+                w.Made(Computed(c.Positions, (int)Math.Min(_maxRows, c.PositionOffset + InitialRows), c.DModel, w.DType, w.Device)),
             _ => null,
         };
         if (c.Positions is PositionKind.SinusoidalHalves or PositionKind.Fairseq or PositionKind.Learned) _offset = c.PositionOffset;
@@ -40,7 +54,7 @@ internal sealed class Embeddings : IDisposable
 
     /// <summary>Sine half then cosine half, rows 0..rows-1. Marian computes in float64 (numpy) and casts; fairseq in
     /// float32 (torch): each is reproduced in its own precision.</summary>
-    private static Tensor Computed(PositionKind kind, int rows, int dModel, WeightSet w)
+    private static Tensor Computed(PositionKind kind, int rows, int dModel, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
         var half = dModel / 2;
@@ -57,7 +71,7 @@ internal sealed class Embeddings : IDisposable
             var frequency = exp(arange(half, ScalarType.Float32) * (float)-step);
             angles = arange(rows, ScalarType.Float32).unsqueeze(1) * frequency.unsqueeze(0);
         }
-        var table = cat(new[] { sin(angles), cos(angles) }, 1).to(ScalarType.Float32).to(w.DType, w.Device);
+        var table = cat(new[] { sin(angles), cos(angles) }, 1).to(ScalarType.Float32).to(dtype, device);
         return table.MoveToOuterDisposeScope();
     }
 
@@ -68,11 +82,29 @@ internal sealed class Embeddings : IDisposable
     public Tensor Forward(Tensor ids, long offset)
     {
         var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
-        if (_scale != 1.0) x = x * _scale;
+        // Scalars held by `using` until the native call returns (an implicit temporary may be finalized mid-call).
+        using var scale = _scale.ToScalar();
+        using var zeroPositionId = _zeroPositionId.ToScalar();
+        if (_scale != 1.0) x = x.mul(scale);
         if (_positions is null) return x;
+        var needed = _offset + offset + ids.shape[1];
+        if (needed > _positions.shape[0] && needed <= _maxRows) Grow(needed);
         var positions = _positions.narrow(0, _offset + offset, ids.shape[1]);
-        if (_zeroPositionId < 0) return x + positions;
-        return x + positions * ids.ne(_zeroPositionId).unsqueeze(-1).to(x.dtype);
+        if (_zeroPositionId < 0) return Held.Add(x, positions);
+        return Held.Add(x, positions * ids.ne(zeroPositionId).unsqueeze(-1).to(x.dtype));
+    }
+
+    /// <summary>Rows a computed table starts with.</summary>
+    private const int InitialRows = 256;
+
+    /// <summary>Recomputes a computed table with room for <paramref name="rows"/> (doubling, at most the config's
+    /// positions); every row's values depend on its position only, so they are the same as in a full table.</summary>
+    private void Grow(long rows)
+    {
+        var size = Math.Min(_maxRows, Math.Max(rows, 2 * _positions!.shape[0]));
+        var grown = Computed(_kind, (int)size, _dModel, _dtype, _device).DetachFromDisposeScope();
+        _positions.Dispose();
+        _positions = grown;
     }
 
     /// <summary>Embeds one id per row [B,1], each at its own position (<paramref name="positions"/> [B,1] int64):

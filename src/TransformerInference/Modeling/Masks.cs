@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Modeling;
@@ -6,7 +7,11 @@ namespace TransformerInference.Modeling;
 internal static class Masks
 {
     /// <summary>Source key mask <c>[B,1,1,S]</c>: true where the source id is not padding.</summary>
-    public static Tensor SourceKeyMask(Tensor sourceIds, int padId) => sourceIds.ne(padId).unsqueeze(1).unsqueeze(1);
+    public static Tensor SourceKeyMask(Tensor sourceIds, int padId)
+    {
+        using var pad = padId.ToScalar(); // held until the native call returns (see Norm.Forward)
+        return sourceIds.ne(pad).unsqueeze(1).unsqueeze(1);
+    }
 
     /// <summary>Causal mask <c>[1,1,T,offset+T]</c> for <paramref name="count"/> queries at positions
     /// offset..offset+T-1: query i may attend key j when j ≤ offset + i.</summary>

@@ -1,3 +1,4 @@
+using TorchSharp;
 using TransformerInference.Loading;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -25,17 +26,20 @@ internal sealed class Norm : IDisposable
 
     public Tensor Forward(Tensor x)
     {
+        // Scalars held by `using` until the native call returns: an implicit temporary may be finalized by the GC
+        // while LibTorch still reads it (seen as "Unknown scalar type" under GC pressure).
+        using var eps = _eps.ToScalar();
         switch (_kind)
         {
             case NormKind.Seed:
                 // The seed's own norm: unbiased std, eps added to the std (not inside a square root). One std_mean
                 // and in-place updates: half the time of the textbook five-op form on small widths.
                 var (std, mean) = std_mean(x, _lastDim, unbiased: true, keepdim: true);
-                return addcmul(_bias!, _weight, (x - mean).div_(std.add_(_eps)), 1);
+                return addcmul(_bias!, _weight, Held.Sub(x, mean).div_(std.add_(eps)), Held.One);
             case NormKind.LayerNorm:
                 return F.layer_norm(x, _shape, _weight, _bias, _eps);
             default:
-                return x * (x * x).mean(new long[] { -1 }, keepdim: true).add_(_eps).rsqrt_() * _weight;
+                return x * (x * x).mean(new long[] { -1 }, keepdim: true).add_(eps).rsqrt_() * _weight;
         }
     }
 

@@ -8,29 +8,48 @@ namespace TransformerInference.Modeling;
 /// </summary>
 internal sealed class Rotary : IDisposable
 {
-    private readonly Tensor _cos; // [positions, d_k/2]
-    private readonly Tensor _sin;
-    private readonly long _headDim;
+    private Tensor _cos; // [rows, d_k/2], rows ≤ the model's positions: built for the lengths actually used
+    private Tensor _sin;
+    private readonly long _headDim, _maxPositions;
+    private readonly double _theta;
+    private readonly Device _device;
+    private readonly ScalarType _dtype;
 
     public Rotary(int positions, int headDim, double theta, Device device, ScalarType dtype)
     {
         _headDim = headDim;
+        _maxPositions = positions;
+        _theta = theta;
+        _device = device;
+        _dtype = dtype;
+        (_cos, _sin) = Tables(Math.Min(positions, 256));
+    }
+
+    /// <summary>Cosine and sine tables for positions 0..rows-1 (each row depends on its position only).</summary>
+    private (Tensor Cos, Tensor Sin) Tables(long rows)
+    {
         using var scope = NewDisposeScope();
-        var inv = pow(theta, arange(0, headDim, 2, float64) / -(double)headDim);
-        var angles = arange(0, positions, 1, float64).unsqueeze(1) * inv.unsqueeze(0);
-        _cos = angles.cos().to(dtype, device).DetachFromDisposeScope();
-        _sin = angles.sin().to(dtype, device).DetachFromDisposeScope();
+        var inv = pow(_theta, arange(0, _headDim, 2, float64) / -(double)_headDim);
+        var angles = arange(0, rows, 1, float64).unsqueeze(1) * inv.unsqueeze(0);
+        return (angles.cos().to(_dtype, _device).DetachFromDisposeScope(), angles.sin().to(_dtype, _device).DetachFromDisposeScope());
     }
 
     /// <summary>Rotates <paramref name="x"/> whose second-last dimension holds <paramref name="count"/> positions
     /// starting at <paramref name="offset"/> (a single position may also broadcast over that dimension).</summary>
     public Tensor Apply(Tensor x, long offset, long count)
     {
+        if (offset + count > _cos.shape[0] && offset + count <= _maxPositions)
+        {
+            var (cos, sin) = Tables(Math.Min(_maxPositions, Math.Max(offset + count, 2 * _cos.shape[0])));
+            _cos.Dispose();
+            _sin.Dispose();
+            (_cos, _sin) = (cos, sin);
+        }
         var c = _cos.narrow(0, offset, count);
         var s = _sin.narrow(0, offset, count);
         var even = x.slice(-1, 0, _headDim, 2);
         var odd = x.slice(-1, 1, _headDim, 2);
-        return stack(new[] { even * c - odd * s, even * s + odd * c }, -1).flatten(-2);
+        return stack(new[] { Held.Sub(even * c, odd * s), Held.Add(even * s, odd * c) }, -1).flatten(-2);
     }
 
     /// <summary>Rotates <paramref name="x"/> [B, …, 1, d_k] (one position per row) at each row's own position

@@ -56,21 +56,21 @@ internal sealed class TransformerLayer : IDisposable
     {
         if (_postNorm)
         {
-            x = _selfNorm.Forward(x + _selfAttention!.Forward(x, selfMask, offset, cache, layer));
-            if (cross is { } c0) x = _crossNorm!.Forward(x + _crossAttention!.Forward(x, c0.Keys, c0.Values, c0.Mask));
-            return _ffnNorm!.Forward(x + _feedForward!.Forward(x));
+            x = _selfNorm.Forward(Held.Add(x, _selfAttention!.Forward(x, selfMask, offset, cache, layer)));
+            if (cross is { } c0) x = _crossNorm!.Forward(Held.Add(x, _crossAttention!.Forward(x, c0.Keys, c0.Values, c0.Mask)));
+            return _ffnNorm!.Forward(Held.Add(x, _feedForward!.Forward(x)));
         }
         if (_block == BlockKind.Serial)
         {
-            x = x + _selfAttention!.Forward(_selfNorm.Forward(x), selfMask, offset, cache, layer);
-            if (cross is { } c1) x = x + _crossAttention!.Forward(_crossNorm!.Forward(x), c1.Keys, c1.Values, c1.Mask);
-            return x + _feedForward!.Forward(_ffnNorm!.Forward(x));
+            x = Held.Add(x, _selfAttention!.Forward(_selfNorm.Forward(x), selfMask, offset, cache, layer));
+            if (cross is { } c1) x = Held.Add(x, _crossAttention!.Forward(_crossNorm!.Forward(x), c1.Keys, c1.Values, c1.Mask));
+            return Held.Add(x, _feedForward!.Forward(_ffnNorm!.Forward(x)));
         }
         var n = _selfNorm.Forward(x);
         x = _fused is not null
-            ? x + _fused.Forward(n, selfMask, offset, cache, layer)
-            : x + _selfAttention!.Forward(n, selfMask, offset, cache, layer) + _feedForward!.Forward(n);
-        if (cross is { } c2) x = x + _crossAttention!.Forward(_crossNorm!.Forward(x), c2.Keys, c2.Values, c2.Mask);
+            ? Held.Add(x, _fused.Forward(n, selfMask, offset, cache, layer))
+            : Held.Add(Held.Add(x, _selfAttention!.Forward(n, selfMask, offset, cache, layer)), _feedForward!.Forward(n));
+        if (cross is { } c2) x = Held.Add(x, _crossAttention!.Forward(_crossNorm!.Forward(x), c2.Keys, c2.Values, c2.Mask));
         return x;
     }
 

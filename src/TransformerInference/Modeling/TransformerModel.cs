@@ -107,6 +107,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// <summary>Encoder: ids <c>[B,S]</c> and source mask <c>[B,1,1,S]</c> → memory <c>[B,S,d_model]</c> (after the final norm, if any).</summary>
     internal Tensor Encode(Tensor source, Tensor sourceMask)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         CheckIds(source, Config.SourceVocabSize, MaxSourceLength, "source");
         var x = _sourceEmbeddings.Forward(source, 0);
         if (_encoderEmbedNorm is not null) x = _encoderEmbedNorm.Forward(x);
@@ -119,6 +120,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// target ids <c>[B,T]</c> and target mask <c>[B|1,1,T,T]</c> → hidden states <c>[B,T,d_model]</c>.</summary>
     internal Tensor Decode(Tensor memory, Tensor sourceMask, Tensor target, Tensor targetMask)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
         var x = _targetEmbeddings.Forward(target, 0);
         if (_decoderEmbedNorm is not null) x = _decoderEmbedNorm.Forward(x);
@@ -135,6 +137,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// family's projection applies log-softmax).</summary>
     internal Tensor Project(Tensor hidden)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (Config.OutputScale != 1.0) hidden = hidden * Config.OutputScale;
         var scores = _projection.Forward(hidden);
         return Config.OutputLogSoftmax ? scores.log_softmax(-1) : scores;
@@ -143,6 +146,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// <inheritdoc />
     public KvCache Start(Tensor sourceIds, long capacity)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (capacity < 1 || capacity > MaxTargetLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The cache capacity must be within 1..{MaxTargetLength}.");
         using var scope = NewDisposeScope();
@@ -170,6 +174,8 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// values to <paramref name="cache"/> and returns hidden states <c>[B,T,d_model]</c>.</summary>
     internal Tensor DecodeStep(Tensor target, KvCache cache)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
         var offset = cache.Length;
         var count = target.shape[1];
         if (cache.RowLength + count > MaxTargetLength)
@@ -229,12 +235,37 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         _ => float.MinValue,
     };
 
+    /// <summary>The model boundary: ids must be an int64 <c>[batch, length]</c> tensor within the length limit and
+    /// every id inside the vocabulary, so no input reaches a native index error. CPU ids are read in place; ids on
+    /// a GPU cost one small reduction and one host sync.</summary>
     private static void CheckIds(Tensor ids, int vocab, int maxLength, string what)
     {
-        if (ids.dim() != 2) throw new ArgumentException($"The {what} ids must be [batch, length], got [{string.Join(", ", ids.shape)}].");
-        if (ids.dtype != ScalarType.Int64) throw new ArgumentException($"The {what} ids must be int64, got {ids.dtype}.");
+        ArgumentNullException.ThrowIfNull(ids);
+        if (ids.dim() != 2) throw new ArgumentException($"The {what} ids must be [batch, length], got [{string.Join(", ", ids.shape)}].", nameof(ids));
+        if (ids.dtype != ScalarType.Int64) throw new ArgumentException($"The {what} ids must be int64, got {ids.dtype}.", nameof(ids));
         if (ids.shape[1] > maxLength)
-            throw new ArgumentException($"The {what} has {ids.shape[1]} positions; the model allows at most {maxLength}.");
+            throw new ArgumentException($"The {what} has {ids.shape[1]} positions; the model allows at most {maxLength}.", nameof(ids));
+        if (ids.NumberOfElements == 0) return;
+        long low, high;
+        if (ids.device_type == DeviceType.CPU && ids.is_contiguous())
+        {
+            low = long.MaxValue;
+            high = long.MinValue;
+            foreach (var id in ids.data<long>())
+            {
+                low = Math.Min(low, id);
+                high = Math.Max(high, id);
+            }
+        }
+        else
+        {
+            using var scope = NewDisposeScope();
+            var range = stack(new[] { ids.min(), ids.max() }).cpu();
+            low = range[0].item<long>();
+            high = range[1].item<long>();
+        }
+        if (low < 0 || high >= vocab)
+            throw new ArgumentException($"The {what} ids must lie in [0, {vocab}); got {(low < 0 ? low : high)}.", nameof(ids));
     }
 
     /// <summary>Frees every weight tensor.</summary>

@@ -860,8 +860,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
 
         try
         {
-            using FileStream stream = File.OpenRead(path);
-            using JsonDocument document = JsonDocument.Parse(stream);
+            using JsonDocument document = UntrustedJson.ParseFile(path, (message, e) => new InvalidDataException($"Vocabulary file '{path}': {message}", e));
             if (document.RootElement.ValueKind != JsonValueKind.Object)
             {
                 throw new InvalidDataException($"Vocabulary file '{path}' must hold a JSON object of piece → id.");
@@ -943,8 +942,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
 
             try
             {
-                using FileStream stream = File.OpenRead(path);
-                using JsonDocument document = JsonDocument.Parse(stream);
+                using JsonDocument document = UntrustedJson.ParseFile(path, (message, e) => new InvalidDataException($"Tokenizer config '{path}': {message}", e));
                 JsonElement root = document.RootElement;
                 if (root.ValueKind != JsonValueKind.Object)
                 {
@@ -957,7 +955,8 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
                 {
                     foreach (JsonProperty entry in decoder.EnumerateObject())
                     {
-                        if (!int.TryParse(entry.Name, out int id) || Token(entry.Value) is not string content)
+                        if (!int.TryParse(entry.Name, out int id) || id < 0 || id == int.MaxValue || entry.Value.ValueKind != JsonValueKind.Object
+                            || Token(entry.Value) is not string content)
                         {
                             throw new InvalidDataException($"Tokenizer config '{path}': bad added_tokens_decoder entry '{entry.Name}'.");
                         }
@@ -986,7 +985,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
                     String(root, "src_lang") ?? String(root, "source_lang"),
                     String(root, "tgt_lang") ?? String(root, "target_lang"),
                     String(root, "language_codes"),
-                    root.TryGetProperty("num_madeup_words", out JsonElement m) && m.TryGetInt32(out int madeUp) ? madeUp : 8,
+                    NumberOf(root, "num_madeup_words", path, max: 1 << 20) ?? 8,
                     Bool(root, "clean_up_tokenization_spaces"),
                     Bool(root, "legacy_behaviour"),
                     Bool(root, "separate_vocabs"),
@@ -999,6 +998,20 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
             {
                 throw new InvalidDataException($"Tokenizer config '{path}' is not valid JSON: {e.Message}", e);
             }
+        }
+
+        /// <summary>An integer field within 0..<paramref name="max"/>, or null when absent; any other value is an error
+        /// naming the field.</summary>
+        private static int? NumberOf(JsonElement root, string name, string path, int max)
+        {
+            if (!root.TryGetProperty(name, out JsonElement value) || value.ValueKind == JsonValueKind.Null)
+            {
+                return null;
+            }
+
+            return value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int number) && number >= 0 && number <= max
+                ? number
+                : throw new InvalidDataException($"Tokenizer config '{path}': field '{name}' must be an integer within 0..{max}, not {value.GetRawText()}.");
         }
 
         private static string? String(JsonElement root, string name)

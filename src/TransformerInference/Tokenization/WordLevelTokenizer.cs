@@ -143,17 +143,7 @@ public sealed class WordLevelTokenizer : Tokenizer
         ArgumentNullException.ThrowIfNull(stream);
         string source = string.IsNullOrEmpty(sourceName) ? "<stream>" : sourceName;
 
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(stream, new JsonDocumentOptions { AllowTrailingCommas = false });
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"Tokenizer file '{source}' is not valid JSON: {e.Message}", e);
-        }
-
-        using (document)
+        using (JsonDocument document = UntrustedJson.ParseStream(stream, (message, e) => new InvalidDataException($"Tokenizer file '{source}': {message}", e)))
         {
             return TokenizerJson.Parse(document.RootElement, source);
         }

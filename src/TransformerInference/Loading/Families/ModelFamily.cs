@@ -36,7 +36,10 @@ internal abstract class ModelFamily
         if (!File.Exists(path)) throw new FileNotFoundException($"The model folder has no config.json: '{path}'.", path);
         try
         {
-            return JsonSerializer.Deserialize<T>(File.ReadAllBytes(path), Options)
+            // UTF-8 and every string checked first: the typed reader then meets only valid text.
+            var bytes = File.ReadAllBytes(path);
+            using (UntrustedJson.Parse(bytes, (message, e) => new CheckpointException($"config.json: {message}", path, inner: e))) { }
+            return JsonSerializer.Deserialize<T>(bytes, Options)
                 ?? throw new CheckpointException("config.json must hold an object", path);
         }
         catch (JsonException e)
@@ -80,15 +83,8 @@ internal static class ModelFamilies
     public static string? ModelTypeOf(string configPath)
     {
         if (!File.Exists(configPath)) throw new FileNotFoundException($"The model folder has no config.json: '{configPath}'.", configPath);
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException("config.json must hold an object", configPath);
-            return doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
-        }
-        catch (JsonException e)
-        {
-            throw new CheckpointException($"config.json is not valid JSON: {e.Message}", configPath, inner: e);
-        }
+        using var doc = UntrustedJson.ParseFile(configPath, (message, e) => new CheckpointException($"config.json: {message}", configPath, inner: e));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException("config.json must hold an object", configPath);
+        return doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
     }
 }

@@ -1,0 +1,23 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace TransformerInference.Modeling;
+
+/// <summary>
+/// Scalars that live as long as the process. LibTorch reads a Scalar argument during the native call, but
+/// TorchSharp's implicit conversions — and <c>a + b</c> / <c>a - b</c>, which pass an implicit <c>alpha = 1</c> —
+/// create temporaries that nothing references once their handle is read: under GC pressure the finalizer can free
+/// one mid-call (seen in the fuzz suite as native "Unknown scalar type" errors, a use after free). Hot paths use
+/// these rooted ones, or hold a per-call Scalar with <c>using</c>.
+/// </summary>
+internal static class Held
+{
+    public static readonly Scalar One = 1.ToScalar();
+    public static readonly Scalar MinusOne = (-1).ToScalar();
+
+    /// <summary><c>a + b</c> without a temporary Scalar.</summary>
+    public static Tensor Add(Tensor a, Tensor b) => a.add(b, One);
+
+    /// <summary><c>a - b</c> without a temporary Scalar.</summary>
+    public static Tensor Sub(Tensor a, Tensor b) => a.add(b, MinusOne);
+}
