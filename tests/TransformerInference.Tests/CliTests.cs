@@ -9,6 +9,7 @@ namespace TransformerInference.Tests;
 /// <summary>The <c>transformer-inference</c> tool, run in process through its entry point: one test per command-line
 /// defect of issue 10 (flags translated as text, stdin, silent conflicts, n-best indices, flag names in errors,
 /// help defaults, batching of ids…).</summary>
+[Collection(LibTorchThreadsCollection.Name)]
 public class CliTests
 {
     private static readonly string Seed = Fixtures.Path_("seed-tiny");
@@ -260,6 +261,7 @@ public class CliTests
     public void InputAndOutputFiles()
     {
         var dir = Directory.CreateTempSubdirectory("ti-cli-");
+        var threads = TorchSharp.torch.get_num_threads();
         try
         {
             var input = Path.Combine(dir.FullName, "in.txt");
@@ -273,6 +275,7 @@ public class CliTests
         }
         finally
         {
+            TorchSharp.torch.set_num_threads(threads); // --threads 1 set the process-wide count
             dir.Delete(recursive: true);
         }
     }

@@ -13,6 +13,7 @@ namespace TransformerInference.Tests;
 
 /// <summary>Our packed CPU kernels, each path forced on this machine (AVX-512 runs emulated where the CPU lacks it):
 /// against LibTorch's product, against each other, and on the reference fixtures.</summary>
+[Collection(LibTorchThreadsCollection.Name)]
 public class KernelTests
 {
     private static readonly CpuKernel[] Paths = { CpuKernel.Avx512, CpuKernel.Avx2, CpuKernel.Portable };
