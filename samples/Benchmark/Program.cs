@@ -35,6 +35,8 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                    kernels  weight-product kernels: LibTorch vs ours float32 vs ours int8, batch 1 and 16, 32-token
                             sources, exactly --tokens new tokens, alternated runs (ms/step, tokens/s)
                    limits   measured read bandwidth and float32 matmul peak, and our decode step as % of each
+                   concurrency  16 callers × 8 sentences through one shared decode loop vs the same calls one at a
+                            time: tokens/s and their ratio (--tokens new tokens per sentence)
           options: --threads N            LibTorch threads (default 1)
                    --runs N               timed runs after one warm-up, median reported (default 3)
                    --dtype float32|bfloat16  (default float32)
@@ -53,7 +55,7 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
     {
         if (args.Length == 0) throw new ArgumentException("No mode given.");
         var mode = args[0];
-        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak" or "tokenizer" or "kernels" or "limits")) throw new ArgumentException($"Unknown mode '{mode}'.");
+        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak" or "tokenizer" or "kernels" or "limits" or "concurrency")) throw new ArgumentException($"Unknown mode '{mode}'.");
         int threads = 1, runs = 3, calls = 2000, tokens = 64;
         string? model = null, lines = null;
         var dtype = ScalarType.Float32;
@@ -141,6 +143,7 @@ internal static class Program
                 return status;
             case "kernels": Modes.Kernels(options); break;
             case "limits": Modes.Limits(options); break;
+            case "concurrency": Modes.Concurrency(options); break;
         }
         if (options.Json is { } path) Report.Write(path, args, options);
         return 0;
