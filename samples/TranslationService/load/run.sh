@@ -67,7 +67,7 @@ warm() { # url
 single="http://127.0.0.1:$BASE_PORT"
 start_service "$BASE_PORT"
 warm "$single"
-echo "# $(date -u +%FT%TZ) $(nproc) CPUs, DURATION=$DURATION, LibTorch threads per instance=$THREADS, in-flight batching: off (not available)"
+echo "# $(date -u +%FT%TZ) $(nproc) CPUs, DURATION=$DURATION, LibTorch threads per instance=$THREADS, in-flight batching: on (every Translator call goes through its BatchScheduler)"
 for c in $CLIENTS; do run_wrk "one-instance" "$single" "$c"; done
 
 start_service $(( BASE_PORT + 1 ))
