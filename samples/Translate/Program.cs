@@ -9,8 +9,7 @@ using TransformerInference;
 Console.OutputEncoding = new UTF8Encoding(false);
 var demo = Path.Combine(AppContext.BaseDirectory, "DemoModel");
 using var translator = Translator.Load(Path.Combine(demo, "tmodel.pt"),
-    Path.Combine(demo, "tokenizer_en.json"), Path.Combine(demo, "tokenizer_ne.json"),
-    new TranslatorOptions { Heads = 4 }); // a seed checkpoint does not record its head count
+    Path.Combine(demo, "tokenizer_en.json"), Path.Combine(demo, "tokenizer_ne.json")); // heads: model_args.json beside it
 
 var inputs = args.Length > 0 ? args : Console.IsInputRedirected ? StdinLines().ToArray() : [];
 if (inputs.Length == 0) inputs = ["I love you so much"]; // nothing given (or empty stdin): the demo sentence

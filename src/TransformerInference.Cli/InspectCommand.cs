@@ -9,7 +9,7 @@ namespace TransformerInference.Cli;
 internal static class InspectCommand
 {
     private static readonly Argument<string> Path = new("PATH") { Description = "A model folder or a seed checkpoint" };
-    private static readonly Option<int?> Heads = new("--heads") { Description = "Attention heads of a seed checkpoint [default: 8]", HelpName = "N" };
+    private static readonly Option<int?> Heads = new("--heads") { Description = "Attention heads of a seed checkpoint [default: h of model_args.json beside it, else 8]", HelpName = "N" };
     private static readonly Option<string> Format = new("--format") { Description = "text or json", HelpName = "FORMAT", DefaultValueFactory = _ => "text" };
 
     public static Command Create(Io io)
@@ -31,7 +31,7 @@ internal static class InspectCommand
         TransformerModel model;
         try
         {
-            model = ModelLoader.Load(path, new ModelLoadOptions { Heads = heads ?? 8 });
+            model = ModelLoader.Load(path, new ModelLoadOptions { Heads = heads });
         }
         catch (ArgumentException e)
         {

@@ -94,14 +94,12 @@ internal static class TranslateCommand
         public IReadOnlyList<string> Sentences { get; init; } = Array.Empty<string>();
         public bool Quiet { get; init; }
         public bool Verbose { get; init; }
-        public IReadOnlyList<string> Warnings { get; init; } = Array.Empty<string>();
         public int? MaxNewTokensFlag { get; init; }
     }
 
     private static async Task<int> RunAsync(ParseResult parse, Io io, CancellationToken ct)
     {
         var s = Check(parse);
-        foreach (var warning in s.Warnings) io.Stderr.WriteLine($"{CliApp.Name}: warning: {warning}");
         if (s.Input is { } input && !File.Exists(input)) throw new FileNotFoundException($"--input: the file '{input}' does not exist.", input);
         using var file = s.Output is { } path ? new StreamWriter(path, append: false, new UTF8Encoding(false)) { NewLine = "\n" } : null;
         var output = file ?? io.Stdout;
@@ -147,7 +145,6 @@ internal static class TranslateCommand
                 throw new UsageException($"unknown option {token.Value} (to translate text that starts with '-', put it after --)");
         }
         var sentences = p.GetValue(Text) ?? Array.Empty<string>();
-        var warnings = new List<string>();
 
         Conflict(Has(Quiet) && Has(Verbose), "--quiet and --verbose contradict each other");
         Conflict(Has(Input) && sentences.Length > 0, "give TEXT arguments or --input, not both");
@@ -275,7 +272,7 @@ internal static class TranslateCommand
                     "float16" => torch.ScalarType.Float16,
                     _ => torch.ScalarType.Float32,
                 },
-                Heads = Given(Heads) ?? HeadsFromModelArgs(checkpoint, warnings) ?? 8,
+                Heads = Given(Heads), // null: the library reads model_args.json beside a seed checkpoint
                 Quantization = quantization,
                 MaxBatchSize = batch,
                 Threads = Given(Threads),
@@ -293,7 +290,6 @@ internal static class TranslateCommand
             Sentences = sentences,
             Quiet = Has(Quiet),
             Verbose = Has(Verbose),
-            Warnings = warnings,
             MaxNewTokensFlag = Given(MaxNewTokens),
         };
     }
@@ -321,27 +317,6 @@ internal static class TranslateCommand
             return new torch.Device(DeviceType.CUDA, index);
         }
         throw new UsageException($"--device must be cpu, cuda or cuda:N, got '{value}'");
-    }
-
-    /// <summary>The seed's training scripts write model_args.json beside the checkpoint; its "h" is the head count.</summary>
-    /// <remarks>A malformed file does not block a valid model: a warning, then the default.</remarks>
-    private static int? HeadsFromModelArgs(string? checkpoint, List<string> warnings)
-    {
-        if (checkpoint is null) return null;
-        var path = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(checkpoint)) ?? ".", "model_args.json");
-        if (!File.Exists(path)) return null;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path));
-            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("h", out var h) && h.TryGetInt32(out var v) && v > 0)
-                return v;
-            warnings.Add($"'{path}' has no positive integer \"h\": assuming 8 heads (give --heads N)");
-        }
-        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
-        {
-            warnings.Add($"'{path}' is not readable JSON ({e.Message.ReplaceLineEndings(" ")}): assuming 8 heads (give --heads N)");
-        }
-        return null;
     }
 
     /// <summary>Values wrong for every input, found once the model's limits are known. (--max-length is Hugging Face's

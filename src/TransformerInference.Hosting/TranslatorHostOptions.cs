@@ -28,8 +28,9 @@ public sealed class TranslatorHostOptions
     /// <summary>Target language of a multilingual model (M2M100 <c>ne</c>, NLLB <c>npi_Deva</c>).</summary>
     public string? TargetLanguage { get; set; }
 
-    /// <summary>Attention heads of a seed checkpoint (default 8).</summary>
-    public int Heads { get; set; } = 8;
+    /// <summary>Attention heads of a seed checkpoint; null (default): <c>"h"</c> of the <c>model_args.json</c> beside
+    /// it, else 8. A value that disagrees with that file is an error.</summary>
+    public int? Heads { get; set; }
 
     /// <summary>LibTorch CPU threads (process-wide); null leaves LibTorch's default.</summary>
     public int? Threads { get; set; }
@@ -93,7 +94,7 @@ internal sealed class TranslatorHostOptionsValidator : IValidateOptions<Translat
         {
             errors.Add(prefix + "set ModelFolder (Hugging Face folder) or ModelPath with SourceTokenizerPath and TargetTokenizerPath.");
         }
-        if (o.Heads < 1) errors.Add(prefix + $"Heads must be positive, got {o.Heads}.");
+        if (o.Heads is < 1) errors.Add(prefix + $"Heads must be positive, got {o.Heads}.");
         if (o.Threads is < 1) errors.Add(prefix + $"Threads must be positive, got {o.Threads}.");
         if (o.MaxBatchSize < 1) errors.Add(prefix + $"MaxBatchSize must be positive, got {o.MaxBatchSize}.");
         if (o.QueueCapacity < 1) errors.Add(prefix + $"QueueCapacity must be positive, got {o.QueueCapacity}.");

@@ -23,8 +23,10 @@ public sealed record TranslatorOptions
     /// and <see cref="WeightQuantization.BFloat16"/> convert them at load (CPU float32 models).</summary>
     public WeightQuantization Quantization { get; init; }
 
-    /// <summary>Attention heads of a seed checkpoint, which does not record them (default 8).</summary>
-    public int Heads { get; init; } = 8;
+    /// <summary>Attention heads of a seed checkpoint, which does not record them. Null (default): <c>"h"</c> of the
+    /// <c>model_args.json</c> beside the checkpoint, else 8 (see <see cref="ModelLoadOptions.Heads"/>); a value that
+    /// disagrees with that file is an error.</summary>
+    public int? Heads { get; init; }
 
     /// <summary>Most sentences decoded together (default 32).</summary>
     public int MaxBatchSize { get; init; } = 32;

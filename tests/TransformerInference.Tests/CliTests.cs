@@ -33,7 +33,7 @@ public class CliTests
     private static Run Translate(string stdin, params string[] args) => Cli(stdin, new[] { "translate" }.Concat(SeedModel).Concat(args).ToArray());
 
     private static Translator SeedTranslator() => Translator.Load(Path.Combine(Seed, "tmodel.pt"), Path.Combine(Seed, "tokenizer_en.json"),
-        Path.Combine(Seed, "tokenizer_ne.json"), new TranslatorOptions { Heads = 4 });
+        Path.Combine(Seed, "tokenizer_ne.json"));
 
     [Theory]
     [InlineData("-b", "4")]
@@ -207,8 +207,15 @@ public class CliTests
     }
 
     [Fact]
-    public void AMalformedModelArgsWarnsAndDoesNotBlockAValidModel()
+    public void AMalformedModelArgsIsAnUnusableFileAndADisagreeingHeadsAUsageError()
     {
+        // Without --heads the library reads h of model_args.json (seed-tiny: 4) and translates as with --heads 4.
+        Assert.Equal(Translate("", "--heads", "4", "I love you so much").Out, Translate("", "I love you so much").Out);
+        var disagree = Translate("", "--heads", "8", "I love you so much");
+        Assert.Equal(2, disagree.Code);
+        Assert.Contains("--heads is 8", disagree.Err);
+        Assert.Contains("\"h\": 4", disagree.Err);
+        Assert.Contains(Path.Combine(Seed, "model_args.json"), disagree.Err);
         var dir = Directory.CreateTempSubdirectory("ti-cli-");
         try
         {
@@ -217,12 +224,12 @@ public class CliTests
             File.WriteAllText(Path.Combine(dir.FullName, "model_args.json"), "{\"h\": \"four\", \"d_model\": [}");
             var args = new[] { "translate", "--checkpoint", Path.Combine(dir.FullName, "tmodel.pt"), "--src-tokenizer", Path.Combine(dir.FullName, "tokenizer_en.json"),
                 "--tgt-tokenizer", Path.Combine(dir.FullName, "tokenizer_ne.json"), "--heads", "4", "I love you so much" };
-            var withHeads = Cli("", args);
-            Assert.Equal(0, withHeads.Code);
-            Assert.Equal(Translate("", "I love you so much").Out, withHeads.Out);
-            var without = Cli("", args.Where((_, i) => i != 7 && i != 8).ToArray()); // no --heads: the file is read
-            Assert.Contains("warning", without.Err);
-            Assert.Contains("model_args.json", without.Err);
+            foreach (var run in new[] { Cli("", args), Cli("", args.Where((_, i) => i != 7 && i != 8).ToArray()) }) // with and without --heads
+            {
+                Assert.Equal(1, run.Code);
+                Assert.Empty(run.Out);
+                Assert.Contains(Path.Combine(dir.FullName, "model_args.json"), run.Err);
+            }
         }
         finally
         {

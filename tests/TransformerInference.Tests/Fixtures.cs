@@ -11,9 +11,9 @@ internal static class Fixtures
     public static string Root => Path.Combine(AppContext.BaseDirectory, "Fixtures");
     public static string Path_(params string[] parts) => Path.Combine(new[] { Root }.Concat(parts).ToArray());
 
-    /// <summary>A translator over the seed-tiny checkpoint (4 heads) and its tokenizers.</summary>
+    /// <summary>A translator over the seed-tiny checkpoint (4 heads, from its model_args.json) and its tokenizers.</summary>
     public static Translator SeedTranslator() => Translator.Load(Path_("seed-tiny", "tmodel.pt"), Path_("seed-tiny", "tokenizer_en.json"),
-        Path_("seed-tiny", "tokenizer_ne.json"), new TranslatorOptions { Heads = 4 });
+        Path_("seed-tiny", "tokenizer_ne.json"));
 
     public static JsonElement Json(params string[] parts)
     {

@@ -10,12 +10,10 @@ public class TranslatorTests
 {
     public static TheoryData<string> FixtureNames => new() { "seed-tiny", "thinam-tiny" };
 
-    internal static Translator Open(string fixture, TranslatorOptions? options = null)
-    {
-        var heads = Fixtures.Json(fixture, "model_args.json").GetProperty("h").GetInt32();
-        return Translator.Load(Fixtures.Path_(fixture, "tmodel.pt"), Fixtures.Path_(fixture, "tokenizer_en.json"),
-            Fixtures.Path_(fixture, "tokenizer_ne.json"), (options ?? new TranslatorOptions()) with { Heads = heads });
-    }
+    /// <summary>The fixture's translator; its head count comes from the model_args.json beside the checkpoint.</summary>
+    internal static Translator Open(string fixture, TranslatorOptions? options = null) =>
+        Translator.Load(Fixtures.Path_(fixture, "tmodel.pt"), Fixtures.Path_(fixture, "tokenizer_en.json"),
+            Fixtures.Path_(fixture, "tokenizer_ne.json"), options);
 
     private static JsonElement[] Sentences(string fixture) =>
         Fixtures.Json(fixture, "expected.json").GetProperty("sentences").EnumerateArray().ToArray();

@@ -13,9 +13,11 @@ public sealed record ModelLoadOptions
     /// GPUs; float16 is for GPUs only (it is very slow on CPUs).</summary>
     public ScalarType DType { get; init; } = ScalarType.Float32;
 
-    /// <summary>Attention heads of a seed checkpoint, which does not record them (default 8, as the seed).
-    /// Ignored for folders whose config.json names them.</summary>
-    public int Heads { get; init; } = 8;
+    /// <summary>Attention heads of a seed checkpoint, which does not record them. Null (default): <c>"h"</c> of the
+    /// <c>model_args.json</c> the seed's training scripts write beside the checkpoint, else 8 (the seed's default).
+    /// A value that disagrees with that file's <c>"h"</c> is an error. Ignored for folders whose config.json names
+    /// them.</summary>
+    public int? Heads { get; init; }
 
     /// <summary>Special token ids of a seed checkpoint (default <c>[UNK]</c>=0, <c>[PAD]</c>=1, <c>[SOS]</c>=2,
     /// <c>[EOS]</c>=3, as the seed's tokenizers). Ignored for folders whose config.json names them.</summary>
@@ -40,7 +42,7 @@ public sealed record ModelLoadOptions
     {
         if (DType is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64))
             throw new ArgumentException($"DType must be a floating-point type (Float32, BFloat16, Float16, Float64), got {DType}.", nameof(DType));
-        if (Heads < 1) throw new ArgumentException($"Heads must be positive, got {Heads}.", nameof(Heads));
+        if (Heads is < 1) throw new ArgumentException($"Heads must be positive, got {Heads}.", nameof(Heads));
         ArgumentNullException.ThrowIfNull(SpecialIds, nameof(SpecialIds));
         CheckDevice(Device);
         return this;

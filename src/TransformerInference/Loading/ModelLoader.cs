@@ -24,12 +24,16 @@ public static class ModelLoader
     /// <summary>
     /// Loads a <c>torch.save</c> file of the classic "pytorch-transformer" seed: a plain state dict or a training
     /// checkpoint holding <c>model_state_dict</c>. Both naming schemes load (detected from the keys); every size is
-    /// inferred from tensor shapes, the head count comes from <see cref="ModelLoadOptions.Heads"/>.
+    /// inferred from tensor shapes; the head count is <see cref="ModelLoadOptions.Heads"/>, else <c>"h"</c> of the
+    /// <c>model_args.json</c> beside the checkpoint (<see cref="ReadSeedHeads"/>), else 8.
     /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="CheckpointException">The file is corrupt, truncated, not a checkpoint, or has missing,
-    /// unexpected or mis-shaped tensors.</exception>
-    /// <exception cref="ArgumentException">The head count does not divide d_model.</exception>
+    /// unexpected or mis-shaped tensors; or the <c>model_args.json</c> beside it is malformed (the message names
+    /// it).</exception>
+    /// <exception cref="ArgumentException">The head count does not divide d_model, or an explicit
+    /// <see cref="ModelLoadOptions.Heads"/> disagrees with <c>model_args.json</c> (the message names both values and
+    /// the file).</exception>
     public static TransformerModel LoadSeedCheckpoint(string path, ModelLoadOptions? options = null)
     {
         NativeLibraryCheck.EnsureLoaded();
@@ -37,7 +41,8 @@ public static class ModelLoader
         var tensors = ReadTorchSave(path);
         try
         {
-            var (config, canonical) = SeedCheckpoint.Interpret(tensors, path, options);
+            var heads = SeedHeads(path, options.Heads);
+            var (config, canonical) = SeedCheckpoint.Interpret(tensors, path, options, heads);
             return Build(config, canonical, path, options);
         }
         catch
@@ -83,6 +88,21 @@ public static class ModelLoader
         if (!doc.RootElement.TryGetProperty("h", out var h) || h.ValueKind == JsonValueKind.Null) return null;
         return h.ValueKind == JsonValueKind.Number && h.TryGetInt32(out var heads) && heads > 0 ? heads
             : throw new CheckpointException($"model_args.json field 'h' (attention heads) must be a positive integer, got {h.GetRawText()}", path);
+    }
+
+    /// <summary>The head count a seed checkpoint is loaded with: <paramref name="explicitHeads"/> checked against
+    /// <c>model_args.json</c>, else that file's <c>"h"</c>, else 8.</summary>
+    private static int SeedHeads(string checkpointPath, int? explicitHeads)
+    {
+        var recorded = ReadSeedHeads(checkpointPath);
+        if (explicitHeads is { } given && recorded is { } h && given != h)
+        {
+            var file = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(checkpointPath)) ?? ".", "model_args.json");
+            throw new ArgumentException(
+                $"Heads is {given}, but '{file}' beside the checkpoint records \"h\": {h}; leave Heads unset or pass {h}.",
+                nameof(ModelLoadOptions.Heads));
+        }
+        return explicitHeads ?? recorded ?? 8;
     }
 
     /// <summary>

@@ -28,7 +28,7 @@ internal static class SeedCheckpoint
         keys.Any(k => k.Contains(".residual_connection1.") || k.Contains(".feed_foward_block.") || k.Contains(".linear1."));
 
     public static (TransformerConfig Config, Dictionary<string, Tensor> Tensors) Interpret(
-        Dictionary<string, Tensor> raw, string path, ModelLoadOptions options)
+        Dictionary<string, Tensor> raw, string path, ModelLoadOptions options, int heads)
     {
         var author = IsAuthorScheme(raw.Keys);
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -59,7 +59,7 @@ internal static class SeedCheckpoint
             DFF = (int)Dim("encoder.layers.0.feed_forward_block.linear_1.weight", 0, 2),
             EncoderLayers = CountLayers(tensors.Keys, "encoder", path),
             DecoderLayers = CountLayers(tensors.Keys, "decoder", path),
-            Heads = options.Heads,
+            Heads = heads,
             MaxSourcePositions = (int)Dim("src_pos.pe", 1, 3),
             MaxTargetPositions = (int)Dim("tgt_pos.pe", 1, 3),
             Block = BlockKind.Serial,
