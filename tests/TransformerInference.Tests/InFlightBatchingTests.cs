@@ -1,3 +1,4 @@
+using TorchSharp;
 using TransformerInference.Decoding;
 using TransformerInference.Loading;
 using Xunit;
@@ -105,5 +106,89 @@ public class InFlightBatchingTests
             Assert.Equal(alone[i].Select(h => Math.Round(h.Score, 3)), together[i][0].Select(h => Math.Round(h.Score, 3)));
         }
         Assert.True(scheduler.JoinedRunningBatches > 0, "no call joined a running batch");
+    }
+
+    /// <summary>Seed-tiny encoder inputs of different lengths (framed), from the fixture's sentences.</summary>
+    private static IReadOnlyList<int>[] SeedSources(int count) => Fixtures.Json("seed-tiny", "expected.json").GetProperty("sentences")
+        .EnumerateArray().Where(s => s.GetProperty("output_ids").ValueKind == System.Text.Json.JsonValueKind.Array)
+        .Select(s => (IReadOnlyList<int>)new[] { 2 }.Concat(s.GetProperty("src_ids").Ints()).Append(3).ToArray()).Take(count).ToArray();
+
+    [Fact]
+    public async Task CallsJoiningAtTheSameStepAreEncodedTogetherAndEqualTheirLoneResults()
+    {
+        // Calls submitted from a token callback (on the decode thread) all join at the next step boundary: their
+        // encoders run in length-sorted groups and their caches join the running one in a single merge. One call has
+        // an id outside the vocabulary: it alone fails, its group is encoded again call by call.
+        using var model = SeedParityTests.Load("seed-tiny");
+        var sources = SeedSources(9);
+        var options = new[]
+        {
+            new DecodingOptions(),
+            new DecodingOptions { BeamSize = 3, NBest = 2 },
+            new DecodingOptions { Sample = true, Seed = 7, TopK = 5 },
+            new DecodingOptions { NoRepeatNgramSize = 2, MaxNewTokens = 7 },
+        };
+        var alone = sources.Select((s, i) => Generator.Generate(model, new[] { s }, options[i % options.Length])[0]).ToArray();
+        var leader = Generator.Generate(model, new[] { sources[0] }, new DecodingOptions { MaxNewTokens = 20, IgnoreEos = true })[0];
+        var bad = sources[1].Select((id, j) => j == 1 ? model.Config.SourceVocabSize + 5 : id).ToArray();
+
+        using var scheduler = new BatchScheduler(model);
+        var joiners = new TaskCompletionSource<Task<IReadOnlyList<IReadOnlyList<Hypothesis>>>[]>();
+        var started = 0;
+        void OnToken(int input, int token)
+        {
+            if (Interlocked.Exchange(ref started, 1) == 1) return;
+            var tasks = sources.Select((s, i) => scheduler.GenerateAsync(new[] { s }, options[i % options.Length]))
+                .Append(scheduler.GenerateAsync(new[] { (IReadOnlyList<int>)bad })).ToArray();
+            joiners.SetResult(tasks);
+        }
+        var first = await scheduler.GenerateAsync(new[] { sources[0] }, new DecodingOptions { MaxNewTokens = 20, IgnoreEos = true }, OnToken);
+        var calls = await joiners.Task;
+        var failed = await Assert.ThrowsAsync<ArgumentException>(() => calls[^1]);
+        Assert.Contains("ids must lie", failed.Message);
+        for (var i = 0; i < sources.Length; i++)
+        {
+            var together = await calls[i];
+            Assert.Equal(alone[i].Select(h => h.Ids), together[0].Select(h => h.Ids));
+            Assert.Equal(alone[i].Select(h => h.Score), together[0].Select(h => h.Score), (a, b) => Math.Abs(a - b) < 1e-4);
+        }
+        Assert.Equal(leader[0].Ids, first[0][0].Ids);
+        Assert.Equal(sources.Length, scheduler.JoinedRunningBatches);
+    }
+
+    [Fact]
+    public void BatchedArgmaxGivesEachGreedySearchWhatItsOwnScoresGive()
+    {
+        // The scheduler's fast path (one log-softmax and argmax over every row of the batch) against each search
+        // choosing from its own slice: the same tokens and bit-identical scores, step after step.
+        using var model = SeedParityTests.Load("seed-tiny");
+        var sources = SeedSources(5);
+        var options = new DecodingOptions { MaxNewTokens = 6, IgnoreEos = true };
+        using var own = new GreedySearch(model, sources, options, 6, null);
+        using var shared = new GreedySearch(model, sources, options, 6, null);
+        var random = new Random(5);
+        for (var step = 0; step < 6; step++)
+        {
+            Assert.True(shared.TakesArgmax);
+            // This search's rows sit in the middle of a larger batch.
+            using var batch = torch.randn(new long[] { 3 + own.Rows + 4, model.TargetVocabSize }, generator: new torch.Generator((ulong)random.Next()));
+            using var mine = batch.narrow(0, 3, own.Rows);
+            own.Advance(mine);
+            var (best, index) = batch.log_softmax(-1).max(-1);
+            var tokens = index.data<long>().ToArray();
+            var maxima = best.data<float>().ToArray();
+            shared.Advance(tokens.AsSpan(3, shared.Rows), maxima.AsSpan(3, shared.Rows));
+        }
+        var a = own.Results();
+        var b = shared.Results();
+        for (var i = 0; i < sources.Length; i++)
+        {
+            Assert.Equal(a[i][0].Ids, b[i][0].Ids);
+            Assert.Equal(a[i][0].LogProbability, b[i][0].LogProbability); // exact
+        }
+        // A search whose scores a processor rewrites never takes the shared argmax.
+        using var processed = new GreedySearch(model, sources, new DecodingOptions { MinNewTokens = 2 }, 6, null);
+        Assert.False(processed.TakesArgmax);
+        Assert.Throws<InvalidOperationException>(() => processed.Advance(new long[5], new float[5]));
     }
 }

@@ -74,7 +74,7 @@ public static class Generator
             var rows = search.Rows;
             feed.Clear();
             search.Feed(feed);
-            var logits = model.Step(tensor(feed.ToArray(), new long[] { rows, 1 }).to(model.Device), cache);
+            var logits = model.Step(tensor(feed.ToArray(), new long[] { rows, 1 }), cache);
             var keep = search.Advance(logits);
             if (keep.Count > 0 && !IsIdentity(keep, rows))
             {

@@ -58,7 +58,23 @@ internal sealed class GreedySearch : Search
             next = picked.cpu().data<long>().ToArray();
             chosen = logProbs.gather(1, picked).cpu().data<float>().ToArray();
         }
+        return Take(next, chosen, step);
+    }
 
+    public override bool TakesArgmax => _sampler is null && !Processing.ChangesScoresAt(StepIndex);
+
+    public override IReadOnlyList<int> Advance(ReadOnlySpan<long> tokens, ReadOnlySpan<float> logProbabilities)
+    {
+        if (!TakesArgmax) throw new InvalidOperationException("This step's scores are processed or sampled; pass them whole.");
+        if (tokens.Length != Rows || logProbabilities.Length != Rows)
+            throw new ArgumentException($"Expected {Rows} rows, got {tokens.Length} tokens and {logProbabilities.Length} scores.", nameof(tokens));
+        return Take(tokens, logProbabilities, StepIndex++);
+    }
+
+    /// <summary>Records the chosen token of every row and returns the rows that continue.</summary>
+    private List<int> Take(ReadOnlySpan<long> next, ReadOnlySpan<float> chosen, int step)
+    {
+        var live = _live;
         var keep = new List<int>(live.Length);
         for (var r = 0; r < live.Length; r++)
         {
@@ -74,8 +90,13 @@ internal sealed class GreedySearch : Search
             _onToken?.Invoke(input, token);
             if (step + 1 < MaxNew) keep.Add(r);
         }
-        _live = keep.Select(r => live[r]).ToArray();
-        _feed = keep.Select(r => next[r]).ToArray();
+        _live = new int[keep.Count];
+        _feed = new long[keep.Count];
+        for (var i = 0; i < keep.Count; i++)
+        {
+            _live[i] = live[keep[i]];
+            _feed[i] = next[keep[i]];
+        }
         return keep;
     }
 

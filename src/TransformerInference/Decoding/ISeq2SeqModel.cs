@@ -27,7 +27,8 @@ public interface ISeq2SeqModel
     /// <see cref="PadId"/>) and returns an empty cache able to hold <paramref name="capacity"/> target positions.</summary>
     KvCache Start(Tensor sourceIds, long capacity);
 
-    /// <summary>Feeds <paramref name="tokens"/> (<c>[batch, 1]</c> int64) at the next position and returns the
+    /// <summary>Feeds <paramref name="tokens"/> (<c>[batch, 1]</c> int64, on the CPU or on <see cref="Device"/>: the
+    /// search drivers pass host-built ids, which a model can check without a device sync) at the next position and returns the
     /// float32 scores <c>[batch, vocab]</c> for the position after it (raw logits or log-probabilities).</summary>
     Tensor Step(Tensor tokens, KvCache cache);
 }

@@ -118,19 +118,25 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>
-    /// Takes the rows of <paramref name="joining"/> (a cache fresh from <see cref="ISeq2SeqModel.Start"/>, nothing
-    /// decoded yet) after this cache's rows: they start at the current position, their cross-attention keys, values
-    /// and source mask are padded to the longer source (masked), and the buffers grow if their length limit needs it.
-    /// <paramref name="joining"/> is disposed. How calls join a running batch at a step boundary.
+    /// Takes the rows of <paramref name="joining"/> (caches fresh from <see cref="ISeq2SeqModel.Start"/>, nothing
+    /// decoded yet), in order, after this cache's rows: they start at the current position, their cross-attention
+    /// keys, values and source masks are padded to the longest source (masked), and the buffers grow if a length
+    /// limit needs it. Every buffer is allocated once, whatever the number of caches joining. The joining caches are
+    /// disposed. How calls join a running batch at a step boundary.
     /// </summary>
-    internal void Merge(KvCache joining)
+    internal void Merge(IReadOnlyList<KvCache> joining)
     {
-        if (joining.Length != 0) throw new ArgumentException("Only a cache with nothing decoded yet can join.", nameof(joining));
-        if (joining._selfKeys.Length != _selfKeys.Length) throw new ArgumentException("The caches belong to different models.", nameof(joining));
+        foreach (var j in joining)
+        {
+            if (j.Length != 0) throw new ArgumentException("Only a cache with nothing decoded yet can join.", nameof(joining));
+            if (j._selfKeys.Length != _selfKeys.Length) throw new ArgumentException("The caches belong to different models.", nameof(joining));
+        }
+        if (joining.Count == 0) return;
         using var scope = NewDisposeScope();
-        long rows = BatchSize, added = joining.BatchSize;
-        var capacity = Math.Max(Capacity, Length + joining.Capacity);
-        Tensor JoinSelf(Tensor mine, Tensor theirs)
+        var rows = BatchSize;
+        var added = joining.Sum(j => j.BatchSize);
+        var capacity = Math.Max(Capacity, Length + joining.Max(j => j.Capacity));
+        Tensor JoinSelf(Tensor mine)
         {
             var shape = mine.shape.ToArray();
             shape[0] = rows + added;
@@ -139,29 +145,38 @@ public sealed class KvCache : IDisposable
             joined.narrow(0, 0, rows).narrow(2, 0, Length).copy_(mine.narrow(2, 0, Length));
             return joined.DetachFromDisposeScope();
         }
-        var width = Math.Max(_sourceMask.shape[3], joining._sourceMask.shape[3]);
-        Tensor Pad(Tensor t, long dim, object fill)
+        var width = Math.Max(_sourceMask.shape[3], joining.Max(j => j._sourceMask.shape[3]));
+        // The cross-attention tensors and source masks of all rows, each padded to the longest source, in one tensor.
+        Tensor Join(Tensor mine, Func<KvCache, Tensor> theirs, long dim)
         {
-            var missing = width - t.shape[dim];
-            if (missing == 0) return t;
-            var shape = t.shape.ToArray();
-            shape[dim] = missing;
-            var padding = fill is bool ? zeros(shape, ScalarType.Bool, t.device) : zeros(shape, t.dtype, t.device);
-            return cat(new[] { t, padding }, dim);
+            var shape = mine.shape.ToArray();
+            shape[0] = rows + added;
+            shape[dim] = width;
+            var joined = zeros(shape, mine.dtype, mine.device);
+            joined.narrow(0, 0, rows).narrow(dim, 0, mine.shape[dim]).copy_(mine);
+            var at = rows;
+            foreach (var j in joining)
+            {
+                var t = theirs(j);
+                joined.narrow(0, at, t.shape[0]).narrow(dim, 0, t.shape[dim]).copy_(t);
+                at += t.shape[0];
+            }
+            return joined.DetachFromDisposeScope();
         }
         for (var i = 0; i < _selfKeys.Length; i++)
         {
-            Replace(ref _selfKeys[i], JoinSelf(_selfKeys[i], joining._selfKeys[i]));
-            Replace(ref _selfValues[i], JoinSelf(_selfValues[i], joining._selfValues[i]));
+            Replace(ref _selfKeys[i], JoinSelf(_selfKeys[i]));
+            Replace(ref _selfValues[i], JoinSelf(_selfValues[i]));
             if (_crossKeys[i] is null) continue;
-            Replace(ref _crossKeys[i], cat(new[] { Pad(_crossKeys[i], 2, 0f), Pad(joining._crossKeys[i], 2, 0f) }, 0).DetachFromDisposeScope());
-            Replace(ref _crossValues[i], cat(new[] { Pad(_crossValues[i], 2, 0f), Pad(joining._crossValues[i], 2, 0f) }, 0).DetachFromDisposeScope());
+            var layer = i;
+            Replace(ref _crossKeys[i], Join(_crossKeys[i], j => j._crossKeys[layer], 2));
+            Replace(ref _crossValues[i], Join(_crossValues[i], j => j._crossValues[layer], 2));
         }
-        Replace(ref _sourceMask, cat(new[] { Pad(_sourceMask, 3, false), Pad(joining._sourceMask, 3, false) }, 0).DetachFromDisposeScope());
+        Replace(ref _sourceMask, Join(_sourceMask, j => j._sourceMask, 3));
         _starts = (_starts ?? new long[rows]).Concat(Enumerable.Repeat(Length, (int)added)).ToArray();
         if (_starts.All(v => v == 0)) _starts = null;
         Capacity = capacity;
-        joining.Dispose();
+        foreach (var j in joining) j.Dispose();
     }
 
     private static void Replace(ref Tensor slot, Tensor value)

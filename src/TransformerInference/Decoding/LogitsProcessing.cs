@@ -37,6 +37,9 @@ internal sealed class LogitsProcessing : IDisposable
         || _multiTokenBans.Count > 0 || (step == 0 && _o.ForcedBosTokenId is not null)
         || (step == _maxNew - 1 && _o.ForcedEosTokenId is not null);
 
+    /// <summary>Whether <see cref="Process"/> rewrites any score at step <paramref name="step"/> (ban mask included).</summary>
+    public bool ChangesScoresAt(int step) => _banMask is not null || ActiveAt(step);
+
     /// <summary>Scores with every processor of this step applied: <paramref name="scores"/> itself when none
     /// applies, else a new tensor (the input is never modified). <paramref name="rowHistories"/> is called only
     /// when a processor reads the histories, so plain steps allocate nothing for them.</summary>

@@ -44,6 +44,16 @@ internal abstract class Search : IDisposable
     /// it keeps, the current row whose cache that row continues (in the new row order).</summary>
     public abstract IReadOnlyList<int> Advance(Tensor logits);
 
+    /// <summary>Whether this step's tokens are just the best raw log-probability of each row (plain greedy, no
+    /// processor changes a score): a driver may then choose them for many searches at once and call
+    /// <see cref="Advance(ReadOnlySpan{long}, ReadOnlySpan{float})"/>.</summary>
+    public virtual bool TakesArgmax => false;
+
+    /// <summary>Like <see cref="Advance(Tensor)"/> when <see cref="TakesArgmax"/>: <paramref name="tokens"/> and
+    /// <paramref name="logProbabilities"/> are each row's argmax of the log-softmax of its scores and that maximum.</summary>
+    public virtual IReadOnlyList<int> Advance(ReadOnlySpan<long> tokens, ReadOnlySpan<float> logProbabilities) =>
+        throw new NotSupportedException("This search chooses its own tokens.");
+
     /// <summary>Per input, its hypotheses best first.</summary>
     public abstract IReadOnlyList<IReadOnlyList<Hypothesis>> Results();
 

@@ -170,12 +170,14 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         }
     }
 
-    /// <summary>Decoder on new target ids <c>[B,T]</c> placed after the cached positions; appends their keys and
+    /// <summary>Decoder on new target ids <c>[B,T]</c> (on the CPU or the model's device) placed after the cached positions; appends their keys and
     /// values to <paramref name="cache"/> and returns hidden states <c>[B,T,d_model]</c>.</summary>
     internal Tensor DecodeStep(Tensor target, KvCache cache)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
+        // Ids built on the host are checked there (no device reduction and sync per step) and then uploaded.
+        if (target.device_type != Device.type || target.device_index != Device.index) target = target.to(Device);
         var offset = cache.Length;
         var count = target.shape[1];
         if (cache.RowLength + count > MaxTargetLength)
