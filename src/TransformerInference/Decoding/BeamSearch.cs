@@ -1,3 +1,4 @@
+using TransformerInference.Modeling;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Decoding;
@@ -42,7 +43,7 @@ internal sealed class BeamSearch : Search
             () => live.SelectMany(s => s.Beams).Select(b => (IReadOnlyList<int>)b).ToList(), step);
         var vocab = logProbs.shape[1];
         using var running = tensor(live.SelectMany(s => s.RunningScores).ToArray(), device: logProbs.device);
-        var total = (logProbs + running.unsqueeze(1)).view(live.Count, _k * vocab);
+        var total = Held.Add(logProbs, running.unsqueeze(1)).view(live.Count, _k * vocab);
         var (values, indices) = total.topk((int)Math.Min(2 * _k, _k * vocab));
         var width = (int)values.shape[1];
         var topValues = values.cpu().data<float>().ToArray();

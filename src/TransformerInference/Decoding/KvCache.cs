@@ -1,3 +1,5 @@
+using TorchSharp;
+using TransformerInference.Modeling;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Decoding;
@@ -60,8 +62,10 @@ public sealed class KvCache : IDisposable
         using var scope = NewDisposeScope();
         var device = _sourceMask.device;
         var starts = tensor(_starts, device: device);
-        _stepPositions = (Length - starts).unsqueeze(1).DetachFromDisposeScope();
-        _stepMask = arange(Length + 1, ScalarType.Int64, device).unsqueeze(0).ge(starts.unsqueeze(1))
+        using var length = Length.ToScalar(); // Scalars held until the native calls return (see Held)
+        using var width = (Length + 1).ToScalar();
+        _stepPositions = starts.neg().add_(length, Held.One).unsqueeze(1).DetachFromDisposeScope();
+        _stepMask = arange(width, ScalarType.Int64, device).unsqueeze(0).ge(starts.unsqueeze(1))
             .unsqueeze(1).unsqueeze(1).DetachFromDisposeScope();
     }
 

@@ -1,3 +1,5 @@
+using TorchSharp;
+using TransformerInference.Modeling;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Decoding;
@@ -27,7 +29,7 @@ internal sealed class LogitsProcessing : IDisposable
         {
             using var scope = NewDisposeScope();
             var mask = zeros(vocab, ScalarType.Float32, device);
-            mask.index_fill_(0, tensor(single, device: device), double.NegativeInfinity);
+            mask.index_fill_(0, tensor(single, device: device), Held.NegativeInfinity); // rooted Scalars: see Held
             _banMask = mask.MoveToOuterDisposeScope();
         }
     }
@@ -47,12 +49,12 @@ internal sealed class LogitsProcessing : IDisposable
     {
         var active = ActiveAt(step);
         if (_banMask is null && !active) return scores;
-        var result = _banMask is null ? scores.clone() : scores + _banMask;
+        var result = _banMask is null ? scores.clone() : Held.Add(scores, _banMask);
         if (!active) return result;
         var vocab = result.shape[1];
         var histories = _multiTokenBans.Count > 0 || _o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0 ? rowHistories() : null;
         if (_multiTokenBans.Count > 0) BanWords(result, histories!, _multiTokenBans, _startId);
-        if (step < _o.MinGenerated) result.select(1, _eosId).fill_(double.NegativeInfinity);
+        if (step < _o.MinGenerated) result.select(1, _eosId).fill_(Held.NegativeInfinity);
         if (_o.RepetitionPenalty != 1.0 || _o.NoRepeatNgramSize != 0) Penalise(result, histories!, _startId, _o);
         // Hugging Face's forced-token processors: every other score -inf, the forced one 0. The last token the limit
         // allows is forced after the first one, as its list applies them.
@@ -62,8 +64,8 @@ internal sealed class LogitsProcessing : IDisposable
         if (forced is { } f)
         {
             if (f >= vocab) throw new ArgumentException($"The forced token {f} is outside the vocabulary ({vocab}).", nameof(scores));
-            result.fill_(double.NegativeInfinity);
-            result.select(1, f).fill_(0.0);
+            result.fill_(Held.NegativeInfinity);
+            result.select(1, f).fill_(Held.Zero);
         }
         return result;
     }
@@ -89,7 +91,7 @@ internal sealed class LogitsProcessing : IDisposable
                 }
                 if (!match) continue;
                 using var cell = scores[row, banned];
-                cell.fill_(double.NegativeInfinity);
+                cell.fill_(Held.NegativeInfinity);
             }
         }
     }
@@ -107,9 +109,10 @@ internal sealed class LogitsProcessing : IDisposable
                 using var seen = tensor(history.Distinct().Select(t => (long)t).ToArray(), device: logProbs.device);
                 // CTRL's rule: negative scores are multiplied by the penalty, positive ones divided.
                 using var picked = scores.index_select(0, seen);
-                using var negative = picked.lt(0);
-                using var multiplied = picked.mul(o.RepetitionPenalty);
-                using var divided = picked.div(o.RepetitionPenalty);
+                using var negative = picked.lt(Held.Zero);
+                using var penalty = o.RepetitionPenalty.ToScalar(); // held until the native calls return
+                using var multiplied = picked.mul(penalty);
+                using var divided = picked.div(penalty);
                 using var result = multiplied.where(negative, divided);
                 scores.index_copy_(0, seen, result);
             }
@@ -119,7 +122,7 @@ internal sealed class LogitsProcessing : IDisposable
                 if (banned.Count > 0)
                 {
                     using var index = tensor(banned.Select(t => (long)t).ToArray(), device: logProbs.device);
-                    scores.index_fill_(0, index, double.NegativeInfinity);
+                    scores.index_fill_(0, index, Held.NegativeInfinity);
                 }
             }
         }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using TransformerInference.Decoding;
 using TransformerInference.Loading;
 using TransformerInference.Modeling.Kernels;
@@ -14,9 +15,9 @@ internal static class AttentionWeights
         var bias = w.TakeIf(c.AttentionBias, name + ".bias", rows);
         if (c.AttentionScaling || !name.EndsWith(".w_q", StringComparison.Ordinal)) return (weight, bias);
         // Unscaled attention (T5): the scaled dot product divides by sqrt(d_k), so queries are made sqrt(d_k) larger once.
-        var factor = Math.Sqrt(c.HeadDim);
+        using var factor = Math.Sqrt(c.HeadDim).ToScalar(); // held until the native calls return (see Held)
         using var scope = NewDisposeScope();
-        var scaled = (w.Made((weight * factor).MoveToOuterDisposeScope()), bias is null ? null : w.Made((bias * factor).MoveToOuterDisposeScope()));
+        var scaled = (w.Made(weight.mul(factor).MoveToOuterDisposeScope()), bias is null ? null : w.Made(bias.mul(factor).MoveToOuterDisposeScope()));
         weight.Dispose();
         bias?.Dispose();
         return scaled;

@@ -58,18 +58,22 @@ internal sealed class Embeddings : IDisposable
     {
         using var scope = NewDisposeScope();
         var half = dModel / 2;
+        using var halfWidth = half.ToScalar(); // Scalars held until their native calls return (see Held)
+        using var count = rows.ToScalar();
         Tensor angles;
         if (kind == PositionKind.SinusoidalHalves)
         {
-            var i = arange(half, ScalarType.Float64);
-            var frequency = pow(10000.0, i * (2.0 / dModel)).reciprocal();
-            angles = arange(rows, ScalarType.Float64).unsqueeze(1) * frequency.unsqueeze(0);
+            var i = arange(halfWidth, ScalarType.Float64);
+            using var ratio = (2.0 / dModel).ToScalar();
+            var frequency = pow(10000.0, i.mul(ratio)).reciprocal(); // the base becomes a tensor in this scope
+            angles = arange(count, ScalarType.Float64).unsqueeze(1) * frequency.unsqueeze(0);
         }
         else
         {
             var step = Math.Log(10000.0) / (half - 1);
-            var frequency = exp(arange(half, ScalarType.Float32) * (float)-step);
-            angles = arange(rows, ScalarType.Float32).unsqueeze(1) * frequency.unsqueeze(0);
+            using var negativeStep = ((float)-step).ToScalar();
+            var frequency = exp(arange(halfWidth, ScalarType.Float32).mul(negativeStep));
+            angles = arange(count, ScalarType.Float32).unsqueeze(1) * frequency.unsqueeze(0);
         }
         var table = cat(new[] { sin(angles), cos(angles) }, 1).to(ScalarType.Float32).to(dtype, device);
         return table.MoveToOuterDisposeScope();
@@ -112,11 +116,15 @@ internal sealed class Embeddings : IDisposable
     public Tensor Forward(Tensor ids, Tensor positions)
     {
         var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
-        if (_scale != 1.0) x = x * _scale;
+        // Scalars held by `using` until the native call returns (an implicit temporary may be finalized mid-call).
+        using var scale = _scale.ToScalar();
+        using var offset = _offset.ToScalar();
+        using var zeroPositionId = _zeroPositionId.ToScalar();
+        if (_scale != 1.0) x = x.mul(scale);
         if (_positions is null) return x;
-        var rows = _positions.index_select(0, positions.flatten() + _offset).view(ids.shape[0], 1, -1);
-        if (_zeroPositionId < 0) return x + rows;
-        return x + rows * ids.ne(_zeroPositionId).unsqueeze(-1).to(x.dtype);
+        var rows = _positions.index_select(0, positions.flatten().add(offset, Held.One)).view(ids.shape[0], 1, -1);
+        if (_zeroPositionId < 0) return Held.Add(x, rows);
+        return Held.Add(x, rows * ids.ne(zeroPositionId).unsqueeze(-1).to(x.dtype));
     }
 
     public void Dispose()

@@ -1,3 +1,4 @@
+using TorchSharp;
 using TransformerInference.Loading;
 using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
@@ -67,9 +68,13 @@ internal sealed class FeedForward : IDisposable
         }
     }
 
-    /// <summary>Hugging Face's <c>gelu_new</c>: <c>0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))</c>.</summary>
+    /// <summary>Hugging Face's <c>gelu_new</c>: <c>0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))</c>, with rooted
+    /// Scalars (see <see cref="Held"/>).</summary>
     private static Tensor GeluTanh(Tensor x) =>
-        x * 0.5 * (tanh((x + x.pow(3) * 0.044715) * Math.Sqrt(2.0 / Math.PI)) + 1.0);
+        x.mul(GeluHalf).mul(tanh(Held.Add(x, x.pow(GeluCube).mul(GeluCoefficient)).mul(GeluRoot)).add(GeluOne, Held.One));
+
+    private static readonly Scalar GeluHalf = 0.5.ToScalar(), GeluCube = 3.ToScalar(), GeluCoefficient = 0.044715.ToScalar(),
+        GeluRoot = Math.Sqrt(2.0 / Math.PI).ToScalar(), GeluOne = 1.0.ToScalar();
 
     public Tensor Forward(Tensor x) =>
         _out.Forward(Activate(_kind, _in.Forward(x)));

@@ -35,11 +35,11 @@ internal sealed class Norm : IDisposable
                 // The seed's own norm: unbiased std, eps added to the std (not inside a square root). One std_mean
                 // and in-place updates: half the time of the textbook five-op form on small widths.
                 var (std, mean) = std_mean(x, _lastDim, unbiased: true, keepdim: true);
-                return addcmul(_bias!, _weight, Held.Sub(x, mean).div_(std.add_(eps)), Held.One);
+                return addcmul(_bias!, _weight, Held.Sub(x, mean).div_(std.add_(eps, Held.One)), Held.One);
             case NormKind.LayerNorm:
                 return F.layer_norm(x, _shape, _weight, _bias, _eps);
             default:
-                return x * (x * x).mean(new long[] { -1 }, keepdim: true).add_(eps).rsqrt_() * _weight;
+                return x * (x * x).mean(new long[] { -1 }, keepdim: true).add_(eps, Held.One).rsqrt_() * _weight;
         }
     }
 

@@ -1,3 +1,4 @@
+using TorchSharp;
 using TransformerInference.Loading;
 using static TorchSharp.torch;
 
@@ -26,9 +27,13 @@ internal sealed class RelativePositionBias : IDisposable
     /// <summary>The bias [1, heads, queries, keys] for queries at positions offset..offset+queries-1 and keys at 0..keys-1.</summary>
     public Tensor Forward(long queries, long offset, long keys)
     {
-        var context = arange(offset, offset + queries, int64, _table.device).unsqueeze(1);
-        var memory = arange(0, keys, int64, _table.device).unsqueeze(0);
-        var buckets = Bucket(memory - context);
+        // Every Scalar held until its native call returns (see Held).
+        using var first = offset.ToScalar();
+        using var end = (offset + queries).ToScalar();
+        using var keyCount = keys.ToScalar();
+        var context = arange(first, end, int64, _table.device).unsqueeze(1);
+        var memory = arange(Held.Zero, keyCount, int64, _table.device).unsqueeze(0);
+        var buckets = Bucket(Held.Sub(memory, context));
         return _table.index_select(0, buckets.flatten()).view(queries, keys, -1).permute(2, 0, 1).unsqueeze(0);
     }
 
@@ -43,19 +48,24 @@ internal sealed class RelativePositionBias : IDisposable
         if (_bidirectional)
         {
             buckets /= 2;
-            result = relative.gt(0).to(int64) * buckets;
+            using var upper = buckets.ToScalar();
+            result = relative.gt(Held.Zero).to(int64).mul(upper);
             distance = relative.abs();
         }
         else
         {
             result = zeros_like(relative);
-            distance = -relative.clamp_max(0);
+            distance = relative.clamp_max(Held.Zero).neg();
         }
         var maxExact = buckets / 2;
-        var small = distance.lt(maxExact);
-        var large = (distance.to(float32) / maxExact).log() / (float)Math.Log((double)_maxDistance / maxExact) * (float)(buckets - maxExact);
-        var largeBucket = (large.to(int64) + maxExact).clamp_max(buckets - 1);
-        return result + where(small, distance, largeBucket);
+        using var exact = maxExact.ToScalar();
+        using var logRange = ((float)Math.Log((double)_maxDistance / maxExact)).ToScalar();
+        using var logBuckets = ((float)(buckets - maxExact)).ToScalar();
+        using var last = (buckets - 1).ToScalar();
+        var small = distance.lt(exact);
+        var large = distance.to(float32).div(exact).log().div(logRange).mul(logBuckets);
+        var largeBucket = large.to(int64).add(exact, Held.One).clamp_max(last);
+        return Held.Add(result, where(small, distance, largeBucket));
     }
 
     public void Dispose() => _table.Dispose();

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Modeling;
@@ -29,8 +30,13 @@ internal sealed class Rotary : IDisposable
     private (Tensor Cos, Tensor Sin) Tables(long rows)
     {
         using var scope = NewDisposeScope();
-        var inv = pow(_theta, arange(0, _headDim, 2, float64) / -(double)_headDim);
-        var angles = arange(0, rows, 1, float64).unsqueeze(1) * inv.unsqueeze(0);
+        // Scalars held until their native calls return (see Held).
+        using var width = _headDim.ToScalar();
+        using var two = 2.ToScalar();
+        using var divisor = (-(double)_headDim).ToScalar();
+        using var count = rows.ToScalar();
+        var inv = pow(_theta, arange(Held.Zero, width, two, float64).div(divisor));
+        var angles = arange(Held.Zero, count, Held.One, float64).unsqueeze(1) * inv.unsqueeze(0);
         return (angles.cos().to(_dtype, _device).DetachFromDisposeScope(), angles.sin().to(_dtype, _device).DetachFromDisposeScope());
     }
 
@@ -64,7 +70,7 @@ internal sealed class Rotary : IDisposable
         var s = _sin.index_select(0, positions.flatten()).view(shape);
         var even = x.slice(-1, 0, _headDim, 2);
         var odd = x.slice(-1, 1, _headDim, 2);
-        return stack(new[] { even * c - odd * s, even * s + odd * c }, -1).flatten(-2);
+        return stack(new[] { Held.Sub(even * c, odd * s), Held.Add(even * s, odd * c) }, -1).flatten(-2);
     }
 
     public void Dispose()

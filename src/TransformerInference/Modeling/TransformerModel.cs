@@ -138,7 +138,11 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     internal Tensor Project(Tensor hidden)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (Config.OutputScale != 1.0) hidden = hidden * Config.OutputScale;
+        if (Config.OutputScale != 1.0)
+        {
+            using var scale = Config.OutputScale.ToScalar(); // held until the native call returns (see Held)
+            hidden = hidden.mul(scale);
+        }
         var scores = _projection.Forward(hidden);
         return Config.OutputLogSoftmax ? scores.log_softmax(-1) : scores;
     }
@@ -225,8 +229,10 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     {
         if (bias is null) return mask;
         var scores = bias.Forward(queries, offset, keys).to(DType);
+        if (mask is null) return scores;
         // As Hugging Face: the lowest float added where attention is not allowed.
-        return mask is null ? scores : scores + mask.logical_not().to(DType) * GetMinValue(DType);
+        using var lowest = GetMinValue(DType).ToScalar(); // held until the native call returns (see Held)
+        return Held.Add(scores, mask.logical_not().to(DType).mul(lowest));
     }
 
     private static double GetMinValue(ScalarType dtype) => dtype switch

@@ -390,6 +390,42 @@ public class HostileInputTests : IDisposable
         Assert.False(File.Exists(escape));
     }
 
+    // The budget every case above (and every fuzz case) is held to: each kind of violation is caught.
+
+    [Fact]
+    public void TheBudgetCheckCatchesForeignExceptionsOverrunsAndMemoryRises()
+    {
+        Assert.Null(Hostile.Check("contract", () => throw new CheckpointException("bad", "f")).Problem);
+        Assert.Contains("outside the exception contract",
+            Hostile.Check("foreign", () => throw new InvalidOperationException("x")).Problem);
+        Assert.Contains("outside the exception contract",
+            Hostile.Check("native", () => throw new System.Runtime.InteropServices.ExternalException("x")).Problem);
+        Assert.Contains("took", Hostile.Check("slow", () => Thread.Sleep(300), timeBudget: TimeSpan.FromMilliseconds(50)).Problem);
+        Assert.Contains("resident memory rose", Hostile.Check("hungry", () =>
+        {
+            var block = new byte[256 << 20];
+            for (var i = 0; i < block.Length; i += 4096) block[i] = 1;
+            GC.KeepAlive(block);
+        }, memoryBudget: 64L << 20).Problem);
+        GC.Collect();
+    }
+
+    [Fact]
+    public void ChildProcessesAreSeen()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var child = System.Diagnostics.Process.Start("sleep", "17.25")!;
+        try
+        {
+            Assert.Contains(Hostile.ChildCommandLines(), c => c.Contains("17.25", StringComparison.Ordinal));
+        }
+        finally
+        {
+            child.Kill();
+            child.WaitForExit();
+        }
+    }
+
     internal static string ReplaceNumber(string json, string field, string value)
     {
         var doc = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
