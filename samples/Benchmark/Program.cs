@@ -18,9 +18,10 @@ namespace TransformerInference.Samples.Benchmark;
 /// <param name="Tokens">kernels mode: new tokens per sequence.</param>
 /// <param name="AllKernels">kernels mode: also the portable kernel and LibTorch bfloat16.</param>
 /// <param name="Json">File to write the results to as JSON, or null.</param>
+/// <param name="OrtInt8">onnxruntime mode: the int8 formats of ONNX Runtime's quantized copies (onnx/quantize.py).</param>
 internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small, int Calls = 2000,
     string? Model = null, string? Lines = null,
-    string Shape = "base", int Tokens = 64, bool AllKernels = false, string? Json = null)
+    string Shape = "base", int Tokens = 64, bool AllKernels = false, string? Json = null, IReadOnlyList<string>? OrtInt8 = null)
 {
     public const string Usage = """
         usage: dotnet run -c Release --project samples/Benchmark -- <mode> [options]
@@ -35,6 +36,10 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                    kernels  weight-product kernels: LibTorch vs ours float32 vs ours int8, batch 1 and 16, 32-token
                             sources, exactly --tokens new tokens, alternated runs (ms/step, tokens/s)
                    limits   measured read bandwidth and float32 matmul peak, and our decode step as % of each
+                   onnxruntime  ours float32/int8/bf16 weights vs ONNX Runtime float32/int8 vs PyTorch eager (KV cache)
+                            on the same weights, batch 1 and 16, 32-token sources, exactly --tokens new tokens,
+                            alternated runs; checks ONNX Runtime's float32 tokens equal ours;
+                            needs: apt-get install python3-torch python3-onnx libopenblas0-pthread
                    concurrency  16 callers × 8 sentences through one shared decode loop vs the same calls one at a
                             time: tokens/s and their ratio (--tokens new tokens per sentence)
           options: --threads N            LibTorch threads (default 1)
@@ -44,18 +49,23 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                    --calls N              soak: calls to make (default 2000)
                    --model FILE           tokenizer: a .model file (default: the spm-oracle fixture's bpe16k and unigram16k)
                    --lines FILE           tokenizer: text, one input per line (default: the spm-oracle fixture's 6,011 lines)
-                   --shape NAME           kernels/limits: base (default), small, opus-mt, nllb-600m
-                   --tokens N             kernels: new tokens per sequence (default 64)
+                   --shape NAME           kernels/limits/onnxruntime: base (default), small, opus-mt, nllb-600m
+                   --tokens N             kernels/onnxruntime: new tokens per sequence (default 64)
                    --all-kernels          kernels: also our portable kernel and LibTorch bfloat16
+                   --ort-int8 F[,F...]    onnxruntime: ONNX Runtime int8 copies, one row each: s8, s7 (default), u8,
+                                          each optionally -tensor or -ops (see onnx/quantize.py)
                    --json FILE            also write the results as JSON
         """;
+
+    private static bool IsOrtInt8Format(string f) =>
+        f is "s8" or "s7" or "u8" or "s8-tensor" or "s7-tensor" or "u8-tensor" or "s8-ops" or "s7-ops" or "u8-ops";
 
     /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> with the offending one.</summary>
     public static Options Parse(string[] args)
     {
         if (args.Length == 0) throw new ArgumentException("No mode given.");
         var mode = args[0];
-        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak" or "tokenizer" or "kernels" or "limits" or "concurrency")) throw new ArgumentException($"Unknown mode '{mode}'.");
+        if (mode is not ("cache" or "levers" or "threads" or "pytorch" or "soak" or "tokenizer" or "kernels" or "limits" or "concurrency" or "onnxruntime")) throw new ArgumentException($"Unknown mode '{mode}'.");
         int threads = 1, runs = 3, calls = 2000, tokens = 64;
         string? model = null, lines = null;
         var dtype = ScalarType.Float32;
@@ -63,6 +73,7 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
         var allKernels = false;
         string shape = "base";
         string? json = null;
+        var ortInt8 = new List<string>();
         for (var i = 1; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
@@ -79,6 +90,13 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 case "--tokens": tokens = Positive(Value()); break;
                 case "--all-kernels": allKernels = true; break;
                 case "--json": json = Value(); break;
+                case "--ort-int8":
+                    foreach (var format in Value().Split(','))
+                    {
+                        ortInt8.Add(IsOrtInt8Format(format) ? format
+                            : throw new ArgumentException($"Unknown int8 format '{format}' (s8, s7, u8, optionally -tensor or -ops: s8-tensor, u8-ops, ...)."));
+                    }
+                    break;
                 case "--shape":
                     shape = Value();
                     RandomModel.Shape(shape); // throws on an unknown name
@@ -94,7 +112,8 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                 default: throw new ArgumentException($"Unknown option '{args[i]}'.");
             }
         }
-        return new Options(mode, threads, runs, dtype, small, calls, model, lines, shape, tokens, allKernels, json);
+        return new Options(mode, threads, runs, dtype, small, calls, model, lines, shape, tokens, allKernels, json,
+            ortInt8.Count > 0 ? ortInt8 : new[] { "s7" });
     }
 }
 
@@ -118,7 +137,7 @@ internal static class Program
         Console.WriteLine($"`dotnet run -c Release --project samples/Benchmark -- {string.Join(' ', args)}`");
         Console.WriteLine();
         torch.set_num_threads(options.Threads);
-        var config = options.Mode is "kernels" or "limits"
+        var config = options.Mode is "kernels" or "limits" or "onnxruntime"
             ? RandomModel.Shape(options.Shape)
             : RandomModel.Config(options.Small || options.Mode == "soak"); // soak always uses the small model
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} logical CPUs, " +
@@ -142,6 +161,11 @@ internal static class Program
                 if (status == 0 && options.Json is { } output) Report.Write(output, args, options);
                 return status;
             case "kernels": Modes.Kernels(options); break;
+            case "onnxruntime":
+                var result = Modes.OnnxRuntime(options);
+                // A token mismatch still writes its table: the JSON shows which engine differed.
+                if (result is 0 or 1 && options.Json is { } report) Report.Write(report, args, options);
+                return result;
             case "limits": Modes.Limits(options); break;
             case "concurrency": Modes.Concurrency(options); break;
         }

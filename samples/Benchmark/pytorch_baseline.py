@@ -200,20 +200,22 @@ def naive_greedy(model, src, new_tokens, sos, pad):
 
 def cached_greedy(model, src, new_tokens, sos, pad):
     """KV-cached greedy in plain PyTorch: the same arithmetic as the naive loop, but each step feeds only the newest
-    token. Cross-attention K/V depend only on the encoder output, so they are computed once per layer; each layer's
-    self-attention K/V for the new position are written into buffers preallocated for all N positions (no per-step
-    reallocation), and attention reads the filled prefix. No causal mask is needed: the query is the last position."""
+    token of every sequence of the batch. Cross-attention K/V depend only on the encoder output, so they are computed
+    once per layer; each layer's self-attention K/V for the new position are written into buffers preallocated for all
+    N positions (no per-step reallocation), and attention reads the filled prefix. No causal mask is needed: the query
+    is the last position. Returns the new ids of each sequence."""
+    b = src.shape[0]
     mask = source_mask(src, pad)
     memory = model.encode(src, mask)
     layers = model.decoder.layers
     cross = [(l.cross_attention_block.split(l.cross_attention_block.w_k(memory)),
               l.cross_attention_block.split(l.cross_attention_block.w_v(memory))) for l in layers]
     a0 = layers[0].self_attention_block
-    k_cache = [torch.empty(1, a0.h, new_tokens, a0.d_k) for _ in layers]
-    v_cache = [torch.empty(1, a0.h, new_tokens, a0.d_k) for _ in layers]
+    k_cache = [torch.empty(b, a0.h, new_tokens, a0.d_k) for _ in layers]
+    v_cache = [torch.empty(b, a0.h, new_tokens, a0.d_k) for _ in layers]
     pe = model.tgt_pos.pe
-    token = torch.full((1, 1), sos, dtype=torch.long)
-    ids = []
+    token = torch.full((b, 1), sos, dtype=torch.long)
+    out = []
     for pos in range(new_tokens):
         x = model.tgt_embed(token) + pe[:, pos:pos + 1]
         for i, layer in enumerate(layers):
@@ -225,10 +227,9 @@ def cached_greedy(model, src, new_tokens, sos, pad):
             h = layer.residual_connections[1].norm(x)
             x = x + ca.attend(ca.split(ca.w_q(h)), cross[i][0], cross[i][1], mask)
             x = x + layer.feed_forward_block(layer.residual_connections[2].norm(x))
-        logits = model.projection_layer.proj(model.decoder.norm(x)[:, -1])
-        token = logits.argmax(-1, keepdim=True)
-        ids.append(int(token))
-    return ids
+        token = model.projection_layer.proj(model.decoder.norm(x)[:, -1]).argmax(-1, keepdim=True)
+        out.append(token)
+    return torch.cat(out, dim=1).tolist()
 
 
 def timed(runs, fn):
@@ -270,7 +271,7 @@ def main():
     src = torch.tensor([[int(t) for t in a.source.split(',')]], dtype=torch.long)
     with torch.inference_mode():
         naive_ms, naive_ids = timed(a.runs, lambda: naive_greedy(model, src, a.new_tokens, a.sos, a.pad))
-        cached_ms, cached_ids = timed(a.runs, lambda: cached_greedy(model, src, a.new_tokens, a.sos, a.pad))
+        cached_ms, cached_ids = timed(a.runs, lambda: cached_greedy(model, src, a.new_tokens, a.sos, a.pad)[0])
     print(json.dumps({
         'torch': torch.__version__,
         'threads': torch.get_num_threads(),
