@@ -191,4 +191,57 @@ public class InFlightBatchingTests
         Assert.False(processed.TakesArgmax);
         Assert.Throws<InvalidOperationException>(() => processed.Advance(new long[5], new float[5]));
     }
+
+    [Fact]
+    public void RowsJoinSpareRowsOfTheCacheAndLeaveInPlaceWithTheirLoneLogits()
+    {
+        // KvCache directly: a joins, b joins (the stores grow, with rows and positions to spare), a leaves (rows move
+        // in place, positions before b's start are compacted away), c joins into the spare row without a new
+        // allocation. Every row's scores at every step equal the scores of its sequence decoded alone.
+        using var model = SeedParityTests.Load("seed-tiny");
+        using var noGrad = torch.inference_mode();
+        var sources = SeedSources(3);
+        long[] feed = [model.SosId, 17, 42, 9, 30, 5];
+        float[][] Alone(IReadOnlyList<int> source, int steps)
+        {
+            using var scope = torch.NewDisposeScope();
+            using var cache = model.Start(Generator.Batch(model, new[] { source }), 12);
+            return feed.Take(steps).Select(t => model.Step(torch.tensor(new[] { t }, new long[] { 1, 1 }), cache).data<float>().ToArray()).ToArray();
+        }
+        var a = Alone(sources[0], 3);
+        var b = Alone(sources[1], 4);
+        var c = Alone(sources[2], 2);
+        using var scope = torch.NewDisposeScope();
+        var shared = model.Start(Generator.Batch(model, new[] { sources[0] }), 12);
+        try
+        {
+            float[] Row(torch.Tensor logits, int row) => logits[row].data<float>().ToArray();
+            void Same(float[] expected, float[] actual, string what) =>
+                Assert.True(expected.Zip(actual).All(p => Math.Abs(p.First - p.Second) <= 1e-4), what);
+            torch.Tensor Step(params long[] tokens) => model.Step(torch.tensor(tokens, new long[] { tokens.Length, 1 }), shared);
+
+            Same(a[0], Row(Step(feed[0]), 0), "a step 0");
+            shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[1] }), 12) });
+            Assert.Equal(1, shared.Growths);
+            var logits = Step(feed[1], feed[0]);
+            Same(a[1], Row(logits, 0), "a step 1");
+            Same(b[0], Row(logits, 1), "b step 0");
+            logits = Step(feed[2], feed[1]);
+            Same(a[2], Row(logits, 0), "a step 2");
+            Same(b[1], Row(logits, 1), "b step 1");
+            shared.Reorder(torch.tensor(new long[] { 1 })); // a leaves
+            Same(b[2], Row(Step(feed[2]), 0), "b step 2");
+            shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[2] }), 12) });
+            Assert.Equal(1, shared.Growths); // the spare row took c
+            logits = Step(feed[3], feed[0]);
+            Same(b[3], Row(logits, 0), "b step 3");
+            Same(c[0], Row(logits, 1), "c step 0");
+            logits = Step(feed[4], feed[1]);
+            Same(c[1], Row(logits, 1), "c step 1");
+        }
+        finally
+        {
+            shared.Dispose();
+        }
+    }
 }

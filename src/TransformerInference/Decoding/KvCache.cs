@@ -11,8 +11,12 @@ namespace TransformerInference.Decoding;
 /// </summary>
 public sealed class KvCache : IDisposable
 {
-    private readonly Tensor[] _selfKeys;
+    private readonly Tensor[] _selfKeys; // views [rows, kv_heads, Capacity, head_dim] into the stores
     private readonly Tensor[] _selfValues;
+    // The self-attention allocations: [row capacity, kv_heads, positions, head_dim]. Rows and positions to spare let
+    // calls join and rows leave without reallocating; they grow geometrically when a join needs more.
+    private readonly Tensor[] _keyStores, _valueStores;
+    private long _shift; // store position of cache position 0 (positions before it were compacted away)
     private readonly Tensor[] _crossKeys;
     private readonly Tensor[] _crossValues;
     private Tensor _sourceMask;
@@ -26,14 +30,67 @@ public sealed class KvCache : IDisposable
         Capacity = capacity;
         _selfKeys = new Tensor[layers];
         _selfValues = new Tensor[layers];
+        _keyStores = new Tensor[layers];
+        _valueStores = new Tensor[layers];
         _crossKeys = new Tensor[layers];
         _crossValues = new Tensor[layers];
         for (var i = 0; i < layers; i++)
         {
-            _selfKeys[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
-            _selfValues[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
+            _keyStores[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
+            _valueStores[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
         }
         _sourceMask = sourceMask.DetachFromDisposeScope();
+        View(batch);
+    }
+
+    /// <summary>Times a join had to reallocate the self-attention stores (tests).</summary>
+    internal int Growths { get; private set; }
+
+    /// <summary>Rows the stores hold (used or to spare).</summary>
+    private long StoreRows => _keyStores[0].shape[0];
+
+    /// <summary>Points the self-attention views at the first <paramref name="rows"/> rows of the stores, positions
+    /// from <see cref="_shift"/> for <see cref="Capacity"/>.</summary>
+    private void View(long rows)
+    {
+        for (var i = 0; i < _keyStores.Length; i++)
+        {
+            _selfKeys[i]?.Dispose();
+            _selfValues[i]?.Dispose();
+            using (var k = _keyStores[i].narrow(0, 0, rows)) _selfKeys[i] = k.narrow(2, _shift, Capacity).DetachFromDisposeScope();
+            using (var v = _valueStores[i].narrow(0, 0, rows)) _selfValues[i] = v.narrow(2, _shift, Capacity).DetachFromDisposeScope();
+        }
+    }
+
+    /// <summary>Keeps the filled positions of rows <paramref name="index"/> (int64, repeats allowed) as rows 0..n−1,
+    /// in place when the stores hold n rows, else in new stores of n rows.</summary>
+    private void SelectSelfRows(Tensor index)
+    {
+        var n = index.shape[0];
+        var fits = n <= StoreRows;
+        for (var i = 0; i < _keyStores.Length; i++)
+        {
+            foreach (var (views, stores) in new[] { (_selfKeys, _keyStores), (_selfValues, _valueStores) })
+            {
+                using var used = views[i].narrow(2, 0, Length);
+                using var picked = used.index_select(0, index);
+                if (!fits)
+                {
+                    var shape = stores[i].shape.ToArray();
+                    shape[0] = n;
+                    shape[2] = Capacity;
+                    var store = empty(shape, stores[i].dtype, stores[i].device).DetachFromDisposeScope();
+                    stores[i].Dispose();
+                    stores[i] = store;
+                }
+                var offset = fits ? _shift : 0;
+                using var target = stores[i].narrow(0, 0, n);
+                using var filled = target.narrow(2, offset, Length);
+                filled.copy_(picked);
+            }
+        }
+        if (!fits) _shift = 0;
+        View(n);
     }
 
     /// <summary>Number of target positions already cached.</summary>
@@ -83,7 +140,7 @@ public sealed class KvCache : IDisposable
     internal Tensor SourceMask => _sourceMask;
 
     /// <summary>Bytes held by the cache tensors (self-attention buffers at full capacity plus cross-attention).</summary>
-    public long Bytes => _selfKeys.Concat(_selfValues).Concat(_crossKeys).Concat(_crossValues)
+    public long Bytes => _keyStores.Concat(_valueStores).Concat(_crossKeys).Concat(_crossValues)
         .Where(t => t is not null).Sum(t => t.NumberOfElements * t.ElementSize);
 
     /// <summary>Shapes of one layer's cached tensors as used so far: self keys, self values, cross keys, cross values.</summary>
@@ -139,15 +196,40 @@ public sealed class KvCache : IDisposable
         using var scope = NewDisposeScope();
         var rows = BatchSize;
         var added = joining.Sum(j => j.BatchSize);
-        var capacity = Math.Max(Capacity, Length + joining.Max(j => j.Capacity));
-        Tensor JoinSelf(Tensor mine)
+        var needed = Length + joining.Max(j => j.Capacity);
+        if (rows + added <= StoreRows && needed <= Capacity)
         {
-            var shape = mine.shape.ToArray();
-            shape[0] = rows + added;
-            shape[2] = capacity;
-            var joined = zeros(shape, mine.dtype, mine.device); // positions before a row's start are read (masked): keep them finite
-            joined.narrow(0, 0, rows).narrow(2, 0, Length).copy_(mine.narrow(2, 0, Length));
-            return joined.DetachFromDisposeScope();
+            // Spare rows and positions: the joining rows take them. Positions before their start are read (masked):
+            // keep them finite. Later positions are written before they are read.
+            foreach (var store in _keyStores.Concat(_valueStores))
+                if (Length > 0) store.narrow(0, rows, added).narrow(2, _shift, Length).zero_();
+        }
+        else
+        {
+            // Grow geometrically (half again the rows, and positions to spare for about as many steps as the
+            // joining calls need), so that the next joins find room.
+            var rowCapacity = Math.Max(rows + added, StoreRows + StoreRows / 2);
+            var capacity = Math.Max(Capacity, needed + joining.Max(j => j.Capacity));
+            for (var i = 0; i < _keyStores.Length; i++)
+            {
+                foreach (var (views, stores) in new[] { (_selfKeys, _keyStores), (_selfValues, _valueStores) })
+                {
+                    var shape = stores[i].shape.ToArray();
+                    shape[0] = rowCapacity;
+                    shape[2] = capacity;
+                    var store = empty(shape, stores[i].dtype, stores[i].device).DetachFromDisposeScope();
+                    if (Length > 0)
+                    {
+                        store.narrow(0, 0, rows).narrow(2, 0, Length).copy_(views[i].narrow(2, 0, Length));
+                        store.narrow(0, rows, rowCapacity - rows).narrow(2, 0, Length).zero_();
+                    }
+                    stores[i].Dispose();
+                    stores[i] = store;
+                }
+            }
+            _shift = 0;
+            Capacity = capacity;
+            Growths++;
         }
         var width = Math.Max(_sourceMask.shape[3], joining.Max(j => j._sourceMask.shape[3]));
         // The cross-attention tensors and source masks of all rows, each padded to the longest source, in one tensor.
@@ -169,8 +251,6 @@ public sealed class KvCache : IDisposable
         }
         for (var i = 0; i < _selfKeys.Length; i++)
         {
-            Replace(ref _selfKeys[i], JoinSelf(_selfKeys[i]));
-            Replace(ref _selfValues[i], JoinSelf(_selfValues[i]));
             if (_crossKeys[i] is null) continue;
             var layer = i;
             Replace(ref _crossKeys[i], Join(_crossKeys[i], j => j._crossKeys[layer], 2));
@@ -179,7 +259,7 @@ public sealed class KvCache : IDisposable
         Replace(ref _sourceMask, Join(_sourceMask, j => j._sourceMask, 3));
         _starts = (_starts ?? new long[rows]).Concat(Enumerable.Repeat(Length, (int)added)).ToArray();
         if (_starts.All(v => v == 0)) _starts = null;
-        Capacity = capacity;
+        View(rows + added);
         foreach (var j in joining) j.Dispose();
     }
 
@@ -197,13 +277,10 @@ public sealed class KvCache : IDisposable
         var shift = _starts.Min();
         if (shift > 0)
         {
-            for (var i = 0; i < _selfKeys.Length; i++)
-            {
-                Replace(ref _selfKeys[i], _selfKeys[i].narrow(2, shift, Capacity - shift).DetachFromDisposeScope());
-                Replace(ref _selfValues[i], _selfValues[i].narrow(2, shift, Capacity - shift).DetachFromDisposeScope());
-            }
+            _shift += shift;
             Length -= shift;
             Capacity -= shift;
+            View(BatchSize);
             for (var r = 0; r < _starts.Length; r++) _starts[r] -= shift;
         }
         if (_starts.All(v => v == 0)) _starts = null;
@@ -232,16 +309,11 @@ public sealed class KvCache : IDisposable
             var starts = _starts;
             _starts = host.data<long>().ToArray().Select(r => starts[r]).ToArray();
         }
+        // Self-attention: only the filled positions move, in place while the stores hold the rows.
+        SelectSelfRows(index);
         if (index.shape[0] == BatchSize)
         {
-            // Same row count (beams following parents): permute only the filled positions, in place, instead of
-            // copying the buffers at full capacity.
-            foreach (var buffer in _selfKeys.Concat(_selfValues))
-            {
-                using var used = buffer.narrow(2, 0, Length);
-                using var picked = used.index_select(0, index);
-                used.copy_(picked);
-            }
+            // Same row count (beams following parents): the rest in place too.
             foreach (var t in _crossKeys.Concat(_crossValues).Where(t => t is not null).Append(_sourceMask))
             {
                 using var picked = t.index_select(0, index);
@@ -250,8 +322,6 @@ public sealed class KvCache : IDisposable
             Compact();
             return;
         }
-        Select(_selfKeys, index);
-        Select(_selfValues, index);
         Select(_crossKeys, index);
         Select(_crossValues, index);
         var oldMask = _sourceMask;
@@ -265,7 +335,7 @@ public sealed class KvCache : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var t in _selfKeys.Concat(_selfValues).Concat(_crossKeys).Concat(_crossValues))
+        foreach (var t in _selfKeys.Concat(_selfValues).Concat(_keyStores).Concat(_valueStores).Concat(_crossKeys).Concat(_crossValues))
             t?.Dispose();
         _sourceMask.Dispose();
         ReleaseStep();
