@@ -78,15 +78,18 @@ public class KernelTests
         Assert.Equal(single, split);
     }
 
-    [Fact]
-    public void Int8AndBFloat16PathsComputeTheProductOfTheRoundedWeights()
+    [Theory]
+    [InlineData(150, 48)] // several panels and a partial one in every width
+    [InlineData(37, 29)] // one full and one partial panel (AVX2), odd k
+    [InlineData(70, 7)]
+    public void Int8AndBFloat16PathsComputeTheProductOfTheRoundedWeights(int outFeatures, int inFeatures)
     {
         using var scope = NewDisposeScope();
         manual_seed(3);
-        var weight = randn(150, 48);
-        weight[5] = zeros(48); // an all-zero channel has scale 0
-        var bias = randn(150);
-        var x = randn(1, PackedLinear.LibTorchRows + 6, 48); // leading dimensions are kept
+        var weight = randn(outFeatures, inFeatures);
+        weight[5] = zeros(inFeatures); // an all-zero channel has scale 0
+        var bias = randn(outFeatures);
+        var x = randn(1, PackedLinear.LibTorchRows + 6, inFeatures); // leading dimensions are kept
         foreach (var rows in new[] { 6, PackedLinear.LibTorchRows + 6 })
         {
             var input = x.narrow(1, 0, rows);
@@ -105,9 +108,13 @@ public class KernelTests
                     Fixtures.AssertClose(reference.data<float>().ToArray(), output, 1e-4, $"{format} {path} {rows} rows");
                 Assert.Equal(outputs[0], outputs[1]);
                 Assert.Equal(outputs[0], outputs[2]);
+                if (rows >= PackedLinear.LibTorchRows) continue;
+                // A row's result does not depend on its batch.
+                var alone = RunAll(weight, bias, input[0, rows - 1].unsqueeze(0), format)[1];
+                Assert.Equal(outputs[1].Skip((rows - 1) * outFeatures).ToArray(), alone);
             }
             using var shaped = new PackedLinear(weight.clone(), null, CpuKernel.Avx2, PackedFormat.Int8);
-            Assert.Equal(new long[] { 1, rows, 150 }, shaped.Forward(input).shape);
+            Assert.Equal(new long[] { 1, rows, outFeatures }, shaped.Forward(input).shape);
         }
     }
 

@@ -7,32 +7,53 @@ internal unsafe interface IWeightFormat
 {
     /// <summary>Bytes per weight.</summary>
     static abstract int Size { get; }
-    /// <summary>One vector of weights, widened to float.</summary>
-    static abstract TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct;
+    /// <summary>The <c>2·Count</c> weights of one panel row (one <c>k</c>), widened to float: columns
+    /// <c>[0, Count)</c> in <paramref name="lo"/>, <c>[Count, 2·Count)</c> in <paramref name="hi"/>.</summary>
+    static abstract void LoadPair<TOps, TV>(byte* p, out TV lo, out TV hi) where TOps : IVectorOps<TV> where TV : struct;
 }
 
-/// <summary>float32 weights.</summary>
+/// <summary>float32 weights: a panel row is the two vectors one after the other.</summary>
 internal readonly unsafe struct Float32Weights : IWeightFormat
 {
     public static int Size => 4;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct => TOps.Load((float*)p);
+    public static void LoadPair<TOps, TV>(byte* p, out TV lo, out TV hi) where TOps : IVectorOps<TV> where TV : struct
+    {
+        lo = TOps.Load((float*)p);
+        hi = TOps.Load((float*)p + TOps.Count);
+    }
 }
 
-/// <summary>int8 weights (a float scale per output channel is applied after the sum).</summary>
+/// <summary>int8 weights (a float scale per output channel is applied after the sum): two runs of
+/// <c>Count</c> bytes.</summary>
 internal readonly unsafe struct Int8Weights : IWeightFormat
 {
     public static int Size => 1;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct => TOps.LoadInt8((sbyte*)p);
+    public static void LoadPair<TOps, TV>(byte* p, out TV lo, out TV hi) where TOps : IVectorOps<TV> where TV : struct
+    {
+        lo = TOps.LoadInt8((sbyte*)p);
+        hi = TOps.LoadInt8((sbyte*)p + TOps.Count);
+    }
 }
 
-/// <summary>bfloat16 weights (widened exactly to float in registers).</summary>
+/// <summary>bfloat16 weights, interleaved so one vector load and two cheap in-lane operations widen a panel row
+/// exactly: 32-bit word <c>j</c> holds column <c>j</c> in its low half and column <c>j + Count</c> in its high half
+/// (see <see cref="IVectorOps{TV}.LoadBFloat16Pair"/>).</summary>
 internal readonly unsafe struct BFloat16Weights : IWeightFormat
 {
     public static int Size => 2;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static TV Load<TOps, TV>(byte* p) where TOps : IVectorOps<TV> where TV : struct => TOps.LoadBFloat16((ushort*)p);
+    public static void LoadPair<TOps, TV>(byte* p, out TV lo, out TV hi) where TOps : IVectorOps<TV> where TV : struct =>
+        TOps.LoadBFloat16Pair((uint*)p, out lo, out hi);
+
+    /// <summary>Where column <paramref name="j"/> (of a panel <paramref name="width"/> wide) of panel row
+    /// <paramref name="k"/> is stored, in 16-bit elements from the panel's start.</summary>
+    public static long Index(long k, int j, int width)
+    {
+        var half = width / 2;
+        return (k * half + j % half) * 2 + j / half;
+    }
 }
 
 /// <summary>
@@ -91,6 +112,29 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         }
     }
 
+    /// <summary>Writes the scaled weights as the float32 <c>[k, n]</c> row-major matrix <c>Wᵀ</c>: each panel row is
+    /// one contiguous run of <c>Wᵀ</c>'s row, so this is a vector copy (widened and scaled on the way).</summary>
+    public static void UnpackTransposed(byte* weights, int k, int n, float* scale, float* destination)
+    {
+        var c = TOps.Count;
+        var width = 2 * c;
+        var step = width * TFormat.Size;
+        var scratch = stackalloc float[width];
+        var panels = (n + width - 1) / width;
+        for (var p = 0; p < panels; p++)
+        {
+            var w = weights + (long)p * k * step;
+            var columns = Math.Min(width, n - p * width);
+            var s = Offset(scale, p * width);
+            var d = destination + p * width;
+            for (var i = 0; i < k; i++, w += step, d += n)
+            {
+                TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
+                Store(d, columns, lo, hi, s, null, scratch);
+            }
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float* Offset(float* p, int by) => p == null ? null : p + by;
 
@@ -128,8 +172,7 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         float* x0 = x, x1 = x + k, x2 = x + 2 * k, x3 = x + 3 * k;
         for (var i = 0; i < k; i++, w += step)
         {
-            var lo = TFormat.Load<TOps, TV>(w);
-            var hi = TFormat.Load<TOps, TV>(w + c * TFormat.Size);
+            TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x0 + i);
             a0 = TOps.MultiplyAdd(lo, v, a0);
             b0 = TOps.MultiplyAdd(hi, v, b0);
@@ -156,33 +199,38 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         TV a = TOps.Zero, b = TOps.Zero;
         for (var i = 0; i < k; i++, w += step)
         {
+            TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x + i);
-            a = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w), v, a);
-            b = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w + c * TFormat.Size), v, b);
+            a = TOps.MultiplyAdd(lo, v, a);
+            b = TOps.MultiplyAdd(hi, v, b);
         }
         Store(y, columns, a, b, scale, bias, scratch);
     }
 
-    /// <summary>One row against four consecutive full panels.</summary>
+    /// <summary>One row against four consecutive full panels (one offset walks the four panel streams).</summary>
     private static void Row1Panel4(float* x, int k, byte* w, long panelBytes, float* y, float* scale, float* bias)
     {
         var c = TOps.Count;
-        var half = c * TFormat.Size;
-        var step = 2 * half;
+        var step = 2 * c * TFormat.Size;
         TV a0 = TOps.Zero, b0 = TOps.Zero, a1 = TOps.Zero, b1 = TOps.Zero;
         TV a2 = TOps.Zero, b2 = TOps.Zero, a3 = TOps.Zero, b3 = TOps.Zero;
         byte* w0 = w, w1 = w + panelBytes, w2 = w + 2 * panelBytes, w3 = w + 3 * panelBytes;
-        for (var i = 0; i < k; i++, w0 += step, w1 += step, w2 += step, w3 += step)
+        var end = x + k;
+        for (nint o = 0; x < end; x++, o += step)
         {
-            var v = TOps.Broadcast(x + i);
-            a0 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w0), v, a0);
-            b0 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w0 + half), v, b0);
-            a1 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w1), v, a1);
-            b1 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w1 + half), v, b1);
-            a2 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w2), v, a2);
-            b2 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w2 + half), v, b2);
-            a3 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w3), v, a3);
-            b3 = TOps.MultiplyAdd(TFormat.Load<TOps, TV>(w3 + half), v, b3);
+            var v = TOps.Broadcast(x);
+            TFormat.LoadPair<TOps, TV>(w0 + o, out var lo, out var hi);
+            a0 = TOps.MultiplyAdd(lo, v, a0);
+            b0 = TOps.MultiplyAdd(hi, v, b0);
+            TFormat.LoadPair<TOps, TV>(w1 + o, out lo, out hi);
+            a1 = TOps.MultiplyAdd(lo, v, a1);
+            b1 = TOps.MultiplyAdd(hi, v, b1);
+            TFormat.LoadPair<TOps, TV>(w2 + o, out lo, out hi);
+            a2 = TOps.MultiplyAdd(lo, v, a2);
+            b2 = TOps.MultiplyAdd(hi, v, b2);
+            TFormat.LoadPair<TOps, TV>(w3 + o, out lo, out hi);
+            a3 = TOps.MultiplyAdd(lo, v, a3);
+            b3 = TOps.MultiplyAdd(hi, v, b3);
         }
         var width = 2 * c;
         Store(y, width, a0, b0, scale, bias, null);

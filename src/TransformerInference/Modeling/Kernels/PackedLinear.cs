@@ -107,8 +107,8 @@ internal sealed unsafe class PackedLinear : LinearWeight
                     for (var k = 0; k < _k; k++) f[index + (long)k * width] = row[k];
                     break;
                 case PackedFormat.BFloat16:
-                    var h = (ushort*)_weights;
-                    for (var k = 0; k < _k; k++) h[index + (long)k * width] = ToBFloat16(row[k]);
+                    var h = (ushort*)_weights + (long)panel * _k * width;
+                    for (var k = 0; k < _k; k++) h[BFloat16Weights.Index(k, j, width)] = ToBFloat16(row[k]);
                     break;
                 default:
                     var max = 0f;
@@ -145,13 +145,14 @@ internal sealed unsafe class PackedLinear : LinearWeight
         if (m >= LibTorchRows)
         {
             // Many rows (an encoder, a prefill): LibTorch's GEMM beats our kernels there, so it runs on a float32
-            // copy of the weights unpacked for this call (a few % of the product's time; no lasting memory).
+            // copy of the weights unpacked for this call as Wᵀ (a vector copy of the panels: ~1-3 % of the product's
+            // time; no lasting memory).
             y.Dispose();
             using var scope = NewDisposeScope();
-            var weight = empty(_n, _k);
-            Unpack((float*)Pointer(weight));
             var bias = _bias == null ? null : tensor(new ReadOnlySpan<float>(_bias, _n).ToArray());
-            return nn.functional.linear(x, weight, bias).MoveToOuterDisposeScope();
+            var transposed = empty(_k, _n);
+            UnpackTransposed((float*)Pointer(transposed));
+            return nn.functional.linear(x, transposed.t(), bias).MoveToOuterDisposeScope();
         }
         using var xc = x.contiguous();
         Run((float*)Pointer(xc), (float*)Pointer(y), m);
@@ -161,30 +162,20 @@ internal sealed unsafe class PackedLinear : LinearWeight
     /// <summary>From this many rows on, products run through LibTorch (measured: base shape, batch 16 prefill).</summary>
     internal const int LibTorchRows = 128;
 
-    /// <summary>Writes the weights as a float32 <c>[out, in]</c> row-major matrix (int8 dequantized).</summary>
-    internal void Unpack(float* destination)
+    /// <summary>Writes the weights as the float32 <c>[in, out]</c> row-major matrix <c>Wᵀ</c> (int8 dequantized).</summary>
+    internal void UnpackTransposed(float* destination)
     {
-        var width = PanelWidth(_kernel);
-        for (var n = 0; n < _n; n++)
+        switch (_kernel, _format)
         {
-            var index = (long)(n / width) * _k * width + n % width;
-            var row = destination + (long)n * _k;
-            switch (_format)
-            {
-                case PackedFormat.Float32:
-                    var f = (float*)_weights + index;
-                    for (var k = 0; k < _k; k++) row[k] = f[(long)k * width];
-                    break;
-                case PackedFormat.BFloat16:
-                    var h = (ushort*)_weights + index;
-                    for (var k = 0; k < _k; k++) row[k] = BitConverter.UInt32BitsToSingle((uint)h[(long)k * width] << 16);
-                    break;
-                default:
-                    var q = (sbyte*)_weights + index;
-                    var scale = _scale[n];
-                    for (var k = 0; k < _k; k++) row[k] = q[(long)k * width] * scale;
-                    break;
-            }
+            case (CpuKernel.Avx512, PackedFormat.Float32): PackedKernel<Avx512Ops, Vector512<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (CpuKernel.Avx512, PackedFormat.Int8): PackedKernel<Avx512Ops, Vector512<float>, Int8Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (CpuKernel.Avx512, _): PackedKernel<Avx512Ops, Vector512<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (CpuKernel.Avx2, PackedFormat.Float32): PackedKernel<Avx2Ops, Vector256<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (CpuKernel.Avx2, PackedFormat.Int8): PackedKernel<Avx2Ops, Vector256<float>, Int8Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (CpuKernel.Avx2, _): PackedKernel<Avx2Ops, Vector256<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (_, PackedFormat.Float32): PackedKernel<PortableOps, Vector128<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (_, PackedFormat.Int8): PackedKernel<PortableOps, Vector128<float>, Int8Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            default: PackedKernel<PortableOps, Vector128<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
         }
     }
 

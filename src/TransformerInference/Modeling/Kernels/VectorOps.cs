@@ -20,8 +20,10 @@ internal unsafe interface IVectorOps<TV> where TV : struct
     static abstract TV Load(float* p);
     /// <summary><see cref="Count"/> int8 values widened to float.</summary>
     static abstract TV LoadInt8(sbyte* p);
-    /// <summary><see cref="Count"/> bfloat16 values widened to float (exact).</summary>
-    static abstract TV LoadBFloat16(ushort* p);
+    /// <summary><c>2·Count</c> bfloat16 values stored in <see cref="Count"/> 32-bit words, widened to float (exact):
+    /// the low halves of the words give <paramref name="lo"/> (a shift), the high halves <paramref name="hi"/> (a mask).
+    /// Lane <c>j</c> of each comes from word <c>j</c>, so no shuffle crosses lanes.</summary>
+    static abstract void LoadBFloat16Pair(uint* p, out TV lo, out TV hi);
     static abstract void Store(float* p, TV v);
 }
 
@@ -47,8 +49,12 @@ internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
             ? Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(p)))
             : Vector512.Create(Avx2Ops.Widen(Vector128.Load(p)), Avx2Ops.Widen(Vector128.Load(p + 8)));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> LoadBFloat16(ushort* p) =>
-        Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe()), 16).AsSingle();
+    public static void LoadBFloat16Pair(uint* p, out Vector512<float> lo, out Vector512<float> hi)
+    {
+        var v = Vector512.Load(p);
+        lo = Vector512.ShiftLeft(v, 16).AsSingle();
+        hi = (v & Vector512.Create(0xFFFF0000u)).AsSingle();
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector512<float> v) => v.Store(p);
 }
@@ -72,10 +78,12 @@ internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
     public static Vector256<float> LoadInt8(sbyte* p) =>
         Avx2.IsSupported ? Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p)) : Widen(Vector128.Load(p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> LoadBFloat16(ushort* p) =>
-        Avx2.IsSupported
-            ? Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle()
-            : Vector256.ShiftLeft(Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe()), 16).AsSingle();
+    public static void LoadBFloat16Pair(uint* p, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        var v = Vector256.Load(p);
+        lo = Vector256.ShiftLeft(v, 16).AsSingle();
+        hi = (v & Vector256.Create(0xFFFF0000u)).AsSingle();
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector256<float> v) => v.Store(p);
 
@@ -104,8 +112,12 @@ internal readonly unsafe struct PortableOps : IVectorOps<Vector128<float>>
     public static Vector128<float> LoadInt8(sbyte* p) =>
         Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)p).AsSByte())));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> LoadBFloat16(ushort* p) =>
-        Vector128.ShiftLeft(Vector128.WidenLower(Vector128.CreateScalar(*(ulong*)p).AsUInt16()), 16).AsSingle();
+    public static void LoadBFloat16Pair(uint* p, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        var v = Vector128.Load(p);
+        lo = Vector128.ShiftLeft(v, 16).AsSingle();
+        hi = (v & Vector128.Create(0xFFFF0000u)).AsSingle();
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector128<float> v) => v.Store(p);
 }
