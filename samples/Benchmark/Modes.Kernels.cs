@@ -58,20 +58,41 @@ internal static partial class Modes
         var batches = new[] { 1, 16 };
         var sources = batches.ToDictionary(b => b, b => Enumerable.Range(0, b)
             .Select(i => (IReadOnlyList<int>)RandomModel.Source(config, sourceLength, seed: 7 + i)).ToList());
-        // Large shapes: one model at a time (sequential runs, not alternated); otherwise all loaded and alternated.
+        // Large shapes: one model loaded at a time, each engine's runs back to back (not alternated); otherwise all
+        // loaded and alternated.
         var alternate = (long)config.TargetVocabSize * config.DModel < 100_000_000;
         var times = new Dictionary<(string, int), List<double>>();
         var ids = new Dictionary<(string, int), IReadOnlyList<int>>();
         var models = new Dictionary<string, TransformerModel>();
         try
         {
-            if (alternate) foreach (var e in engines) models[e.Name] = Load(config, e);
-            foreach (var batch in batches)
+            if (alternate)
             {
-                foreach (var e in engines) Once(e, batch, record: false); // warm-up
-                for (var run = 0; run < o.Runs; run++)
-                    foreach (var e in run % 2 == 0 ? engines : Enumerable.Reverse(engines))
-                        Once(e, batch, record: true);
+                foreach (var e in engines) models[e.Name] = Load(config, e);
+                foreach (var batch in batches)
+                {
+                    foreach (var e in engines) Once(e, batch, record: false); // warm-up
+                    for (var run = 0; run < o.Runs; run++)
+                        foreach (var e in run % 2 == 0 ? engines : Enumerable.Reverse(engines))
+                            Once(e, batch, record: true);
+                }
+            }
+            else
+            {
+                foreach (var e in engines)
+                {
+                    var watch = Stopwatch.StartNew();
+                    models[e.Name] = Load(config, e);
+                    Console.WriteLine($"{e.Name}: loaded in {watch.Elapsed.TotalSeconds:F1} s");
+                    foreach (var batch in batches)
+                    {
+                        Once(e, batch, record: false); // warm-up
+                        for (var run = 0; run < o.Runs; run++) Once(e, batch, record: true);
+                    }
+                    models.Remove(e.Name, out var done);
+                    done!.Dispose();
+                }
+                Console.WriteLine();
             }
         }
         finally
@@ -81,24 +102,16 @@ internal static partial class Modes
 
         void Once(Engine e, int batch, bool record)
         {
-            var model = alternate ? models[e.Name] : Load(config, e);
-            try
-            {
-                GC.Collect();
-                GC.WaitForPendingFinalizers();
-                using var scope = NewDisposeScope();
-                var options = new DecodingOptions { MaxNewTokens = newTokens, IgnoreEos = true };
-                var watch = Stopwatch.StartNew();
-                var result = Generator.Generate(model, sources[batch], options);
-                var ms = watch.Elapsed.TotalMilliseconds;
-                if (!record) return;
-                (times.TryGetValue((e.Name, batch), out var list) ? list : times[(e.Name, batch)] = new()).Add(ms);
-                ids[(e.Name, batch)] = result[0][0].Ids;
-            }
-            finally
-            {
-                if (!alternate) model.Dispose();
-            }
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            using var scope = NewDisposeScope();
+            var options = new DecodingOptions { MaxNewTokens = newTokens, IgnoreEos = true };
+            var watch = Stopwatch.StartNew();
+            var result = Generator.Generate(models[e.Name], sources[batch], options);
+            var ms = watch.Elapsed.TotalMilliseconds;
+            if (!record) return;
+            (times.TryGetValue((e.Name, batch), out var list) ? list : times[(e.Name, batch)] = new()).Add(ms);
+            ids[(e.Name, batch)] = result[0][0].Ids;
         }
 
         var rows = new List<string[]>();
@@ -120,6 +133,6 @@ internal static partial class Modes
         Table.Print(new[] { "engine", "batch", "ms/step", "tokens/s", "time × before", "row 0 tokens vs before" }, rows, textColumns: 2);
         Console.WriteLine();
         Console.WriteLine($"{o.Shape} shape, random weights, {sourceLength}-token sources, exactly {newTokens} new tokens (greedy); " +
-            (alternate ? "runs alternated between engines." : "one model loaded at a time (runs not alternated)."));
+            (alternate ? "runs alternated between engines." : "one model loaded at a time, its runs back to back (not alternated)."));
     }
 }

@@ -40,16 +40,19 @@ internal static class RandomModel
 
     /// <summary>A named shape: <c>base</c>/<c>small</c> (<see cref="Config"/>), <c>opus-mt</c> (Marian en→de: d_model
     /// 512, 6+6, d_ff 2048, vocab 58,101) or <c>nllb-600m</c> (NLLB-200-distilled-600M: d_model 1024, 12+12, 16 heads,
-    /// d_ff 4096, vocab 256,206). Only the sizes follow the real models; the layers are the seed's.</summary>
+    /// d_ff 4096, vocab 256,206, one embedding table shared by encoder, decoder and projection, as in NLLB). Only the sizes
+    /// (and NLLB's table sharing) follow the real models; the layers are the seed's.</summary>
     public static TransformerConfig Shape(string name) => name switch
     {
         "base" => Config(small: false),
         "small" => Config(small: true),
         "opus-mt" => Config(small: false) with { SourceVocabSize = 58101, TargetVocabSize = 58101 },
+        // NLLB shares one embedding table between encoder, decoder and the (bias-free) output projection, as here:
+        // three separate 256,206 × 1024 tables would be 2 GB more to build and hold than the real model.
         "nllb-600m" => Config(small: false) with
         {
             SourceVocabSize = 256206, TargetVocabSize = 256206, DModel = 1024, DFF = 4096, EncoderLayers = 12,
-            DecoderLayers = 12, Heads = 16,
+            DecoderLayers = 12, Heads = 16, SharedEmbeddings = true, TieOutputProjection = true, ProjectionBias = false,
         },
         _ => throw new ArgumentException($"Unknown shape '{name}' (base, small, opus-mt, nllb-600m)."),
     };
@@ -123,14 +126,14 @@ internal static class RandomModel
             Norm(side + ".norm");
         }
 
-        t["src_embed.embedding.weight"] = randn(c.SourceVocabSize, d) * 0.02;
+        if (!c.SharedEmbeddings) t["src_embed.embedding.weight"] = randn(c.SourceVocabSize, d) * 0.02;
         t["tgt_embed.embedding.weight"] = randn(c.TargetVocabSize, d) * 0.02;
         t["src_pos.pe"] = Sinusoidal(c.MaxSourcePositions, d);
         t["tgt_pos.pe"] = Sinusoidal(c.MaxTargetPositions, d);
         Stack("encoder", c.EncoderLayers, decoder: false);
         Stack("decoder", c.DecoderLayers, decoder: true);
-        Matrix("projection_layer.proj.weight", c.TargetVocabSize, d);
-        Zeros("projection_layer.proj.bias", c.TargetVocabSize);
+        if (!c.TieOutputProjection) Matrix("projection_layer.proj.weight", c.TargetVocabSize, d);
+        if (c.ProjectionBias) Zeros("projection_layer.proj.bias", c.TargetVocabSize);
         return t;
     }
 
