@@ -42,8 +42,9 @@ internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DT
                             needs: apt-get install python3-torch python3-onnx libopenblas0-pthread
                    products one weight product at a time (attention, FFN, projection) for 1, 16 and 512 rows:
                             LibTorch vs ours float32 / int8 / bf16, alternated (µs/call, GB/s, GFLOP/s)
-                   concurrency  16 callers × 8 sentences through one shared decode loop vs the same calls one at a
-                            time: tokens/s and their ratio (--tokens new tokens per sentence)
+                   concurrency  16 callers × 8 sentences through one shared decode loop (in step and staggered) vs
+                            the same calls one at a time: tokens/s and ratios, where the loop's time went, the
+                            ceiling from step times, a lone caller vs Generator directly (--tokens per sentence)
           options: --threads N            LibTorch threads (default 1)
                    --runs N               timed runs after one warm-up, median reported (default 3)
                    --dtype float32|bfloat16  (default float32)
