@@ -290,8 +290,14 @@ public sealed class KvCache : IDisposable
     /// Keeps the rows named by <paramref name="rows"/> (int64 indices, repeats allowed), in that order: how beam search
     /// follows its parents and how a batch drops finished sequences.
     /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="rows"/> is not a 1-D int64 tensor of row indices inside the
+    /// cache's batch.</exception>
+    /// <exception cref="ObjectDisposedException">The cache was disposed.</exception>
     public void Reorder(Tensor rows)
     {
+        ArgumentNullException.ThrowIfNull(rows);
+        ThrowIfDisposed();
+        CheckRows(rows);
         static void Select(Tensor[] tensors, Tensor index)
         {
             for (var i = 0; i < tensors.Length; i++)
@@ -328,6 +334,37 @@ public sealed class KvCache : IDisposable
         _sourceMask = oldMask.index_select(0, index).DetachFromDisposeScope();
         oldMask.Dispose();
         Compact();
+    }
+
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>Row indices must be a 1-D int64 tensor inside <c>[0, BatchSize)</c> (read in place on the CPU, where
+    /// the searches build them; one reduction elsewhere), so no index reaches a native error.</summary>
+    private void CheckRows(Tensor rows)
+    {
+        if (rows.dim() != 1 || rows.dtype != ScalarType.Int64)
+            throw new ArgumentException($"Rows must be a 1-D int64 tensor, got {rows.dtype} [{string.Join(", ", rows.shape)}].", nameof(rows));
+        if (rows.NumberOfElements == 0) return;
+        long low, high;
+        if (rows.device_type == DeviceType.CPU && rows.is_contiguous())
+        {
+            low = long.MaxValue;
+            high = long.MinValue;
+            foreach (var r in rows.data<long>())
+            {
+                low = Math.Min(low, r);
+                high = Math.Max(high, r);
+            }
+        }
+        else
+        {
+            using var scope = NewDisposeScope();
+            var range = stack(new[] { rows.min(), rows.max() }).cpu();
+            low = range[0].item<long>();
+            high = range[1].item<long>();
+        }
+        if (low < 0 || high >= BatchSize)
+            throw new ArgumentException($"Rows must lie in [0, {BatchSize}); got {(low < 0 ? low : high)}.", nameof(rows));
     }
 
     /// <summary>Frees every cached tensor.</summary>

@@ -151,6 +151,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     public KvCache Start(Tensor sourceIds, long capacity)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(sourceIds);
         if (capacity < 1 || capacity > MaxTargetLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The cache capacity must be within 1..{MaxTargetLength}.");
         using var scope = NewDisposeScope();
@@ -180,6 +181,12 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
+        ArgumentNullException.ThrowIfNull(cache);
+        cache.ThrowIfDisposed();
+        if (target.shape[0] != cache.BatchSize)
+            throw new ArgumentException($"The target has {target.shape[0]} rows; the cache holds {cache.BatchSize}.", nameof(target));
+        if (cache.Length + target.shape[1] > cache.Capacity)
+            throw new ArgumentException($"The KV cache holds {cache.Capacity} positions; {cache.Length + target.shape[1]} were asked for.", nameof(target));
         // Ids built on the host are checked there (no device reduction and sync per step) and then uploaded.
         if (target.device_type != Device.type || target.device_index != Device.index) target = target.to(Device);
         var offset = cache.Length;
@@ -253,7 +260,8 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         if (ids.dtype != ScalarType.Int64) throw new ArgumentException($"The {what} ids must be int64, got {ids.dtype}.", nameof(ids));
         if (ids.shape[1] > maxLength)
             throw new ArgumentException($"The {what} has {ids.shape[1]} positions; the model allows at most {maxLength}.", nameof(ids));
-        if (ids.NumberOfElements == 0) return;
+        if (ids.shape[0] == 0 || ids.shape[1] == 0)
+            throw new ArgumentException($"The {what} ids are empty: [{string.Join(", ", ids.shape)}].", nameof(ids));
         long low, high;
         if (ids.device_type == DeviceType.CPU && ids.is_contiguous())
         {

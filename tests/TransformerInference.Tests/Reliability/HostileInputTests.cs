@@ -258,6 +258,39 @@ public class HostileInputTests : IDisposable
     }
 
     [Fact]
+    public void TheModelsStepApiAndTheCacheRejectBadTensorsTyped()
+    {
+        // TransformerModel.Start/Step and KvCache.Reorder are public: a wrong shape, row count, length or row index
+        // used to reach LibTorch (ExternalException) or the cache (InvalidOperationException, NullReferenceException).
+        using var model = ModelLoader.LoadSeedCheckpoint(Seed, new ModelLoadOptions { Heads = 4 });
+        torch.Tensor Ids(long rows, long length) => torch.full(new[] { rows, length }, 5L, torch.ScalarType.Int64);
+        Assert.Throws<ArgumentNullException>(() => model.Start(null!, 4));
+        Assert.Contains("empty", Assert.Throws<ArgumentException>(() => model.Start(Ids(0, 3), 4)).Message);
+        Assert.Contains("empty", Assert.Throws<ArgumentException>(() => model.Start(Ids(1, 0), 4)).Message);
+        using (var cache = model.Start(Ids(1, 3), 1))
+        {
+            Assert.Contains("2 rows", Assert.Throws<ArgumentException>(() => model.Step(Ids(2, 1), cache)).Message);
+            Assert.Throws<ArgumentNullException>(() => model.Step(Ids(1, 1), null!));
+            model.Step(Ids(1, 1), cache).Dispose();
+            Assert.Contains("holds 1 positions", Assert.Throws<ArgumentException>(() => model.Step(Ids(1, 1), cache)).Message);
+        }
+        using (var cache = model.Start(Ids(2, 3), 4))
+        {
+            Assert.Contains("[0, 2)", Assert.Throws<ArgumentException>(() => cache.Reorder(torch.tensor(new long[] { 0, 5 }))).Message);
+            Assert.Contains("[0, 2)", Assert.Throws<ArgumentException>(() => cache.Reorder(torch.tensor(new long[] { -7 }))).Message);
+            Assert.Throws<ArgumentException>(() => cache.Reorder(torch.tensor(new float[] { 0 })));
+            Assert.Throws<ArgumentException>(() => cache.Reorder(torch.zeros(new long[] { 1, 1 }, torch.ScalarType.Int64)));
+            Assert.Throws<ArgumentNullException>(() => cache.Reorder(null!));
+            cache.Reorder(torch.tensor(new long[] { 1, 1, 0 })); // in range: repeats and growth allowed
+            Assert.Equal(3, cache.BatchSize);
+        }
+        var disposed = model.Start(Ids(1, 3), 4);
+        disposed.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => model.Step(Ids(1, 1), disposed));
+        Assert.Throws<ObjectDisposedException>(() => disposed.Reorder(torch.tensor(new long[] { 0 })));
+    }
+
+    [Fact]
     public void NullRowsAreArgumentNull()
     {
         using var model = ModelLoader.LoadSeedCheckpoint(Seed, new ModelLoadOptions { Heads = 4 });
@@ -317,6 +350,12 @@ public class HostileInputTests : IDisposable
         using var model = ModelLoader.LoadSeedCheckpoint(Seed, new ModelLoadOptions { Heads = 4 });
         var e = Assert.Throws<ArgumentException>(() => new DecodingOptions { MaxNewTokens = 100_000 }.ValidateFor(model));
         Assert.Equal(nameof(DecodingOptions.MaxNewTokens), e.ParamName);
+        var options = new DecodingOptions { MaxNewTokens = 100_000 };
+        var g = Assert.Throws<ArgumentException>(() => Generator.Generate(model, new[] { new[] { 2, 5, 3 } }, options));
+        Assert.Equal(nameof(DecodingOptions.MaxNewTokens), g.ParamName);
+        using var translator = TranslatorTests.Open("seed-tiny");
+        var t = Assert.Throws<ArgumentException>(() => translator.Translate("I love you", options));
+        Assert.Equal(nameof(DecodingOptions.MaxNewTokens), t.ParamName);
     }
 
     [Theory]
