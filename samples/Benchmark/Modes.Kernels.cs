@@ -71,7 +71,7 @@ internal static partial class Modes
                 foreach (var e in engines) models[e.Name] = Load(config, e);
                 foreach (var batch in batches)
                 {
-                    foreach (var e in engines) Once(e, batch, record: false); // warm-up
+                    foreach (var e in engines) Timing.WarmUp(() => Once(e, batch, record: false));
                     for (var run = 0; run < o.Runs; run++)
                         foreach (var e in run % 2 == 0 ? engines : Enumerable.Reverse(engines))
                             Once(e, batch, record: true);
@@ -86,7 +86,7 @@ internal static partial class Modes
                     Console.WriteLine($"{e.Name}: loaded in {watch.Elapsed.TotalSeconds:F1} s");
                     foreach (var batch in batches)
                     {
-                        Once(e, batch, record: false); // warm-up
+                        Once(e, batch, record: false); // one warm-up: a run of these shapes lasts seconds, enough to tier up
                         for (var run = 0; run < o.Runs; run++) Once(e, batch, record: true);
                     }
                     models.Remove(e.Name, out var done);

@@ -101,15 +101,7 @@ internal static partial class Modes
                 var ids = new Dictionary<(string, int), int[][]>();
                 foreach (var batch in batches)
                 {
-                    // Warm-up: at least 3 runs and 2 s per engine and batch. .NET's tiered JIT replaces hot methods
-                    // quick unoptimised code with optimised code in the background only after enough calls and a
-                    // quiet period; with one warm-up run our small-shape batch-1 steps measured 3–10× slower than
-                    // their steady state (DOTNET_TieredCompilation=0 gave the steady figure at once).
-                    foreach (var e in engines)
-                    {
-                        var warm = Stopwatch.StartNew();
-                        for (var w = 0; w < 3 || (warm.Elapsed.TotalSeconds < 2 && w < 50); w++) ids[(e.Name, batch)] = e.Run(batch).Ids;
-                    }
+                    foreach (var e in engines) Timing.WarmUp(() => ids[(e.Name, batch)] = e.Run(batch).Ids);
                     for (var run = 0; run < o.Runs; run++)
                     {
                         foreach (var e in run % 2 == 0 ? engines : Enumerable.Reverse(engines))

@@ -183,6 +183,17 @@ internal static class Timing
         return results;
     }
 
+    /// <summary>Warm-up for steady-state timings: <paramref name="run"/> at least 3 times and until 2 s have passed (at
+    /// most 50 times). .NET's tiered JIT replaces hot methods' quick unoptimised code with optimised code in the
+    /// background only after enough calls and a quiet period; after a single warm-up run the onnxruntime mode measured
+    /// our small-shape batch-1 steps 3–10× slower than their steady state (DOTNET_TieredCompilation=0 gave the steady
+    /// figure at once).</summary>
+    public static void WarmUp(Action run)
+    {
+        var watch = Stopwatch.StartNew();
+        for (var i = 0; i < 3 || (watch.Elapsed.TotalSeconds < 2 && i < 50); i++) run();
+    }
+
     /// <summary>Median wall time in ms of <paramref name="runs"/> runs of <paramref name="action"/> after a warm-up.</summary>
     public static double Median(int runs, Action action) => Median(Repeat(runs, () =>
     {

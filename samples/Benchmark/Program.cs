@@ -146,7 +146,8 @@ internal static class Program
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} logical CPUs, " +
             $"LibTorch threads {torch.get_num_threads()}, {options.DType}, d_model {config.DModel}, " +
             $"{config.EncoderLayers}+{config.DecoderLayers} layers, d_ff {config.DFF}, vocab {config.TargetVocabSize}, " +
-            $"median of {options.Runs} run(s) after 1 warm-up");
+            $"median of {options.Runs} run(s) after " + (options.Mode == "onnxruntime" || (options.Mode == "kernels" && (long)config.TargetVocabSize * config.DModel < 100_000_000)
+                ? "at least 3 warm-up runs and 2 s" : "1 warm-up"));
         Console.WriteLine();
 
         switch (options.Mode)
