@@ -238,13 +238,20 @@ public sealed class KvCache : IDisposable
             var shape = mine.shape.ToArray();
             shape[0] = rows + added;
             shape[dim] = width;
-            var joined = zeros(shape, mine.dtype, mine.device);
-            joined.narrow(0, 0, rows).narrow(dim, 0, mine.shape[dim]).copy_(mine);
+            // Written once: each part copied, only its padding zeroed (zero keys/values, false mask).
+            var joined = empty(shape, mine.dtype, mine.device);
+            void Put(Tensor t, long at)
+            {
+                var slot = joined.narrow(0, at, t.shape[0]);
+                slot.narrow(dim, 0, t.shape[dim]).copy_(t);
+                if (t.shape[dim] < width) slot.narrow(dim, t.shape[dim], width - t.shape[dim]).zero_();
+            }
+            Put(mine, 0);
             var at = rows;
             foreach (var j in joining)
             {
                 var t = theirs(j);
-                joined.narrow(0, at, t.shape[0]).narrow(dim, 0, t.shape[dim]).copy_(t);
+                Put(t, at);
                 at += t.shape[0];
             }
             return joined.DetachFromDisposeScope();
