@@ -344,13 +344,58 @@ public class CliTests
         Assert.Equal(c.GetProperty("output").GetString(), r.Out.Single());
     }
 
+    /// <summary>Every hf-tiny folder, found at run time (a folder added to the fixtures is tested without a code change).</summary>
+    public static TheoryData<string> HfTinyFolders()
+    {
+        var folders = new TheoryData<string>();
+        foreach (var name in Directory.GetDirectories(Fixtures.Path_("hf-tiny")).Select(Path.GetFileName).Order(StringComparer.Ordinal))
+            folders.Add(name!);
+        return folders;
+    }
+
+    [Theory, MemberData(nameof(HfTinyFolders))]
+    public void EveryHfTinyTranslationCaseGivesItsIdsAndTextThroughTheTool(string family)
+    {
+        // issue 8: every translation[] case through `translate --model DIR --format jsonl [--src-lang --tgt-lang]`, with
+        // the case's greedy search (--beam 1, its max_length); the ids are generate's sequence (start token first).
+        var folder = Fixtures.Path_("hf-tiny", family);
+        var cases = Fixtures.Json("hf-tiny", family, "expected.json").GetProperty("translation").EnumerateArray().ToArray();
+        Assert.NotEmpty(cases);
+        static string? Optional(JsonElement c, string name) => c.TryGetProperty(name, out var v) ? v.GetString() : null;
+        var groups = cases.GroupBy(c => (Src: Optional(c, "src_lang"), Tgt: Optional(c, "tgt_lang"),
+            MaxLength: c.GetProperty("generation").GetProperty("max_length").GetInt32()));
+        var checkedCases = 0;
+        foreach (var group in groups)
+        {
+            var args = new List<string> { "translate", "--model", folder, "--format", "jsonl", "--beam", "1",
+                "--max-length", group.Key.MaxLength.ToString(CultureInfo.InvariantCulture) };
+            if (group.Key.Src is { } src) args.AddRange(new[] { "--src-lang", src });
+            if (group.Key.Tgt is { } tgt) args.AddRange(new[] { "--tgt-lang", tgt });
+            var inputs = group.Select(c => c.GetProperty("input").GetString()!).ToArray();
+            Assert.All(inputs, i => Assert.DoesNotContain('\n', i));
+            var r = Cli(string.Join("\n", inputs) + "\n", args.ToArray());
+            Assert.True(r.Code == 0, $"{family}: exit {r.Code}: {r.Err}");
+            Assert.Equal(inputs.Length, r.Out.Length);
+            foreach (var (c, line) in group.Zip(r.Out))
+            {
+                using var record = JsonDocument.Parse(line);
+                var name = c.GetProperty("name").GetString();
+                Assert.Equal(c.GetProperty("input").GetString(), record.RootElement.GetProperty("input").GetString());
+                Assert.True(c.GetProperty("output").GetString() == record.RootElement.GetProperty("output").GetString(), $"{name}: {line}");
+                Assert.Equal(c.GetProperty("ids").Ints(), record.RootElement.GetProperty("n_best")[0].GetProperty("ids").Ints());
+                checkedCases++;
+            }
+        }
+        Assert.Equal(cases.Length, checkedCases);
+    }
+
     [Fact]
     public void DtypeBfloat16TranslatesLikeTheLibrary()
     {
         var r = Translate("I love you so much\n", "--dtype", "bfloat16");
         Assert.Equal(0, r.Code);
         using var translator = Translator.Load(Path.Combine(Seed, "tmodel.pt"), Path.Combine(Seed, "tokenizer_en.json"),
-            Path.Combine(Seed, "tokenizer_ne.json"), new TranslatorOptions { Heads = 4, DType = TorchSharp.torch.ScalarType.BFloat16 });
+            Path.Combine(Seed, "tokenizer_ne.json"), new TranslatorOptions { DType = TorchSharp.torch.ScalarType.BFloat16 });
         Assert.Equal(translator.Translate("I love you so much"), r.Out.Single());
     }
 
