@@ -352,24 +352,7 @@ public sealed class KvCache : IDisposable
         if (rows.dim() != 1 || rows.dtype != ScalarType.Int64)
             throw new ArgumentException($"Rows must be a 1-D int64 tensor, got {rows.dtype} [{string.Join(", ", rows.shape)}].", nameof(rows));
         if (rows.NumberOfElements == 0) return;
-        long low, high;
-        if (rows.device_type == DeviceType.CPU && rows.is_contiguous())
-        {
-            low = long.MaxValue;
-            high = long.MinValue;
-            foreach (var r in rows.data<long>())
-            {
-                low = Math.Min(low, r);
-                high = Math.Max(high, r);
-            }
-        }
-        else
-        {
-            using var scope = NewDisposeScope();
-            var range = stack(new[] { rows.min(), rows.max() }).cpu();
-            low = range[0].item<long>();
-            high = range[1].item<long>();
-        }
+        var (low, high) = TransformerModel.Range(rows);
         if (low < 0 || high >= BatchSize)
             throw new ArgumentException($"Rows must lie in [0, {BatchSize}); got {(low < 0 ? low : high)}.", nameof(rows));
     }

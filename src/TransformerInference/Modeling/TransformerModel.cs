@@ -262,26 +262,28 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
             throw new ArgumentException($"The {what} has {ids.shape[1]} positions; the model allows at most {maxLength}.", nameof(ids));
         if (ids.shape[0] == 0 || ids.shape[1] == 0)
             throw new ArgumentException($"The {what} ids are empty: [{string.Join(", ", ids.shape)}].", nameof(ids));
-        long low, high;
-        if (ids.device_type == DeviceType.CPU && ids.is_contiguous())
-        {
-            low = long.MaxValue;
-            high = long.MinValue;
-            foreach (var id in ids.data<long>())
-            {
-                low = Math.Min(low, id);
-                high = Math.Max(high, id);
-            }
-        }
-        else
-        {
-            using var scope = NewDisposeScope();
-            var range = stack(new[] { ids.min(), ids.max() }).cpu();
-            low = range[0].item<long>();
-            high = range[1].item<long>();
-        }
+        var (low, high) = Range(ids);
         if (low < 0 || high >= vocab)
             throw new ArgumentException($"The {what} ids must lie in [0, {vocab}); got {(low < 0 ? low : high)}.", nameof(ids));
+    }
+
+    /// <summary>The smallest and largest value of a non-empty int64 tensor: read in place on the CPU, one small
+    /// reduction and one host sync elsewhere.</summary>
+    internal static (long Low, long High) Range(Tensor values)
+    {
+        if (values.device_type == DeviceType.CPU && values.is_contiguous())
+        {
+            long low = long.MaxValue, high = long.MinValue;
+            foreach (var v in values.data<long>())
+            {
+                low = Math.Min(low, v);
+                high = Math.Max(high, v);
+            }
+            return (low, high);
+        }
+        using var scope = NewDisposeScope();
+        var range = stack(new[] { values.min(), values.max() }).cpu();
+        return (range[0].item<long>(), range[1].item<long>());
     }
 
     /// <summary>Frees every weight tensor.</summary>
