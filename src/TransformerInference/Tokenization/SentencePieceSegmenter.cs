@@ -16,7 +16,8 @@ namespace TransformerInference.Tokenization;
 /// as sentencepiece sums them (a candidate in double precision, the best score kept in single precision), a later
 /// candidate replacing the best only when strictly better; a character that no one-character piece covers is
 /// unknown with the lowest score minus 10. Runs of unknown pieces become one piece, as in sentencepiece's
-/// <c>Encode</c>.</para>
+/// <c>Encode</c>; in a byte-fallback model each unknown piece becomes instead one <c>&lt;0xXX&gt;</c> piece per
+/// UTF-8 byte (<c>PopulateSentencePieceText</c>).</para>
 /// <para>The model file is read here (pieces, scores, types, trainer and normalizer options); Microsoft.ML.Tokenizers'
 /// SentencePiece model is not used.</para>
 /// </remarks>
@@ -35,6 +36,8 @@ internal sealed class SentencePieceSegmenter
     private readonly CharTrie? _trie; // unigram
     private readonly float _unknownScore;
     private readonly float _maxScore;
+    private readonly (string Piece, int Id)[]? _bytePieces; // byte fallback: <0x00>..<0xFF>
+    private readonly Dictionary<int, byte> _byteOfId = []; // every BYTE piece named <0xXX>
 
     private SentencePieceSegmenter(ModelFile model, SentencePieceNormalization normalization, string path)
     {
@@ -72,6 +75,10 @@ internal sealed class SentencePieceSegmenter
                 case PieceType.Control:
                     control.Add(piece);
                     break;
+                case PieceType.Byte when piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>'
+                    && byte.TryParse(piece.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out byte value):
+                    _byteOfId[i] = value;
+                    break;
                 case PieceType.Normal:
                     min = Math.Min(min, model.Scores[i]);
                     max = Math.Max(max, model.Scores[i]);
@@ -100,6 +107,21 @@ internal sealed class SentencePieceSegmenter
         if (!_bpe)
         {
             _trie = new CharTrie(mergeable, id => _types[id] != PieceType.Unused);
+        }
+
+        if (model.ByteFallback)
+        {
+            _bytePieces = new (string, int)[256];
+            for (int b = 0; b < 256; b++)
+            {
+                string piece = BytePiece(b);
+                if (!reserved.TryGetValue(piece, out int id) || _types[id] != PieceType.Byte)
+                {
+                    throw new InvalidDataException($"SentencePiece model '{path}' uses byte fallback but has no byte piece '{piece}'.");
+                }
+
+                _bytePieces[b] = (piece, id);
+            }
         }
     }
 
@@ -145,11 +167,6 @@ internal sealed class SentencePieceSegmenter
             throw new NotSupportedException($"SentencePiece model '{path}' is of type {name}; only UNIGRAM and BPE models are supported.");
         }
 
-        if (model.ByteFallback)
-        {
-            throw new NotSupportedException($"SentencePiece model '{path}' uses byte fallback, which is not supported.");
-        }
-
         if (model.TreatWhitespaceAsSuffix)
         {
             throw new NotSupportedException($"SentencePiece model '{path}' treats white space as a suffix, which is not supported.");
@@ -191,10 +208,35 @@ internal sealed class SentencePieceSegmenter
         return pieces;
     }
 
-    /// <summary>Adds a piece, joining it to the previous one when both are unknown.</summary>
+    /// <summary>Whether the model encodes unknown characters as byte pieces (<c>byte_fallback</c>).</summary>
+    public bool ByteFallback => _bytePieces is not null;
+
+    /// <summary>Whether <paramref name="id"/> is a byte piece (<c>&lt;0xXX&gt;</c>), and its byte.</summary>
+    public bool IsByte(int id, out byte value) => _byteOfId.TryGetValue(id, out value);
+
+    /// <summary>sentencepiece's <c>ByteToPiece</c>: <c>&lt;0x41&gt;</c>.</summary>
+    private static string BytePiece(int b) => $"<0x{b:X2}>";
+
+    /// <summary>Adds a piece, joining it to the previous one when both are unknown; with byte fallback an unknown
+    /// piece becomes one byte piece per UTF-8 byte (sentencepiece's <c>PopulateSentencePieceText</c>), the last one
+    /// holding the characters' span and the others empty at its start.</summary>
     private void Add(List<Piece> pieces, string text, int start, int length, int id)
     {
         bool unknown = _types[id] == PieceType.Unknown;
+        if (unknown && _bytePieces is not null)
+        {
+            byte[] utf8 = ArrayPool<byte>.Shared.Rent(3 * length);
+            int count = Encoding.UTF8.GetBytes(text.AsSpan(start, length), utf8);
+            for (int i = 0; i < count; i++)
+            {
+                (string piece, int byteId) = _bytePieces[utf8[i]];
+                pieces.Add(new Piece(piece, start, i == count - 1 ? length : 0, false, byteId));
+            }
+
+            ArrayPool<byte>.Shared.Return(utf8);
+            return;
+        }
+
         if (unknown && pieces.Count > 0 && pieces[^1].Unknown)
         {
             Piece previous = pieces[^1];

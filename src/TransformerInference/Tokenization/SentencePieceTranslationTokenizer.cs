@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -785,19 +786,29 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
         return builder.Append(DecodePieces(run, model)).ToString();
     }
 
-    /// <summary>sentencepiece's <c>DecodePieces</c> for models without byte fallback.</summary>
+    /// <summary>sentencepiece's <c>DecodePieces</c>: control pieces vanish, <c>&lt;unk&gt;</c> is " ⁇ ", the first
+    /// piece loses its leading <c>▁</c>, runs of byte pieces (<c>&lt;0xXX&gt;</c>) become the UTF-8 text they spell.</summary>
     private static string DecodePieces(List<string> pieces, SentencePieceSegmenter model)
     {
         var builder = new StringBuilder();
+        var bytes = new List<byte>();
         bool bos = true;
         foreach (string piece in pieces)
         {
+            bool known = model.Vocabulary.TryGetValue(piece, out int id);
+            if (known && model.IsByte(id, out byte value))
+            {
+                bytes.Add(value);
+                continue;
+            }
+
+            AppendBytes(builder, bytes, ref bos);
             if (model.ControlPieces.Contains(piece))
             {
                 continue; // <s>, </s>: invisible
             }
 
-            if (!model.Vocabulary.TryGetValue(piece, out int id))
+            if (!known)
             {
                 builder.Append(piece); // a piece the model does not hold is written as it is
                 bos = false;
@@ -825,7 +836,36 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
             bos = false;
         }
 
+        AppendBytes(builder, bytes, ref bos);
         return builder.ToString();
+    }
+
+    /// <summary>sentencepiece's <c>ProcessBytePieces</c>: the bytes as UTF-8, one U+FFFD for each byte that does not
+    /// start a valid sequence.</summary>
+    private static void AppendBytes(StringBuilder builder, List<byte> bytes, ref bool bos)
+    {
+        if (bytes.Count == 0)
+        {
+            return;
+        }
+
+        ReadOnlySpan<byte> span = CollectionsMarshal.AsSpan(bytes);
+        while (!span.IsEmpty)
+        {
+            if (Rune.DecodeFromUtf8(span, out Rune rune, out int consumed) == OperationStatus.Done)
+            {
+                builder.Append(rune.ToString());
+                span = span[consumed..];
+            }
+            else
+            {
+                builder.Append('\uFFFD');
+                span = span[1..];
+            }
+        }
+
+        bytes.Clear();
+        bos = false;
     }
 
     /// <summary>Python's <c>str.strip()</c>: trims characters for which <c>str.isspace()</c> is true.</summary>
