@@ -68,6 +68,32 @@ public class SentencePieceByteFallbackTests
         Assert.All(bytes, p => Assert.False(p.Unknown));
     }
 
+    [Fact]
+    public void Byte_fallback_model_without_a_byte_piece_is_a_typed_error_naming_it()
+    {
+        // Turn the piece "<0x41>" from BYTE (type 6) into NORMAL (type 1): same length, the file stays valid.
+        byte[] model = File.ReadAllBytes(ModelPath("bpe"));
+        byte[] name = [0x0A, 6, .. "<0x41>"u8];
+        int at = model.AsSpan().IndexOf(name);
+        Assert.True(at > 0);
+        int type = model.AsSpan(at, 16).IndexOf((ReadOnlySpan<byte>)[0x18, 6]);
+        Assert.True(type > 0);
+        model[at + type + 1] = 1;
+
+        string path = Path.Combine(Path.GetTempPath(), $"bytefallback-{Guid.NewGuid():N}.model");
+        File.WriteAllBytes(path, model);
+        try
+        {
+            InvalidDataException error = Assert.Throws<InvalidDataException>(() => SentencePieceSegmenter.Load(path));
+            Assert.Contains("<0x41>", error.Message);
+            Assert.Contains(path, error.Message);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Kinds))]
     public void T5_tokenizer_encodes_and_decodes_as_sentencepiece(string kind)
