@@ -160,9 +160,13 @@ internal static class Hostile
         if (!OperatingSystem.IsLinux()) return Environment.WorkingSet;
         foreach (var line in File.ReadLines("/proc/self/status"))
             if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+                return StatusBytes(line);
         return Environment.WorkingSet;
     }
+
+    /// <summary>Bytes of a <c>/proc/self/status</c> size line such as <c>"VmHWM:\t  320644 kB"</c>; the number is
+    /// printed <c>%8lu</c>, so from 10^7 kB on no space follows the tab.</summary>
+    public static long StatusBytes(string line) => long.Parse(line[(line.IndexOf(':') + 1)..].Trim().Split(' ')[0]) * 1024;
 
     /// <summary>Resets the peak resident memory counter (Linux: "5" to /proc/self/clear_refs).</summary>
     public static void ResetPeak()

@@ -447,6 +447,8 @@ public class HostileInputTests : IDisposable
             GC.KeepAlive(block);
         }, memoryBudget: 64L << 20).Problem);
         GC.Collect();
+        Assert.Equal(320644L * 1024, Hostile.StatusBytes("VmHWM:\t  320644 kB"));
+        Assert.Equal(12345678L * 1024, Hostile.StatusBytes("VmHWM:\t12345678 kB")); // 12 GiB: no space after the tab
     }
 
     [Fact]
