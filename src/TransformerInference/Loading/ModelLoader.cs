@@ -29,8 +29,8 @@ public static class ModelLoader
     /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="CheckpointException">The file is corrupt, truncated, not a checkpoint, or has missing,
-    /// unexpected or mis-shaped tensors; or the <c>model_args.json</c> beside it is malformed (the message names
-    /// it).</exception>
+    /// unexpected or mis-shaped tensors; or, with no explicit <see cref="ModelLoadOptions.Heads"/>, the
+    /// <c>model_args.json</c> beside it is malformed (the message names it; an explicit Heads is used as given).</exception>
     /// <exception cref="ArgumentException">The head count does not divide d_model, or an explicit
     /// <see cref="ModelLoadOptions.Heads"/> disagrees with <c>model_args.json</c> (the message names both values and
     /// the file).</exception>
@@ -91,10 +91,21 @@ public static class ModelLoader
     }
 
     /// <summary>The head count a seed checkpoint is loaded with: <paramref name="explicitHeads"/> checked against
-    /// <c>model_args.json</c>, else that file's <c>"h"</c>, else 8.</summary>
+    /// <c>model_args.json</c> (used as given when that file is malformed), else that file's <c>"h"</c>, else 8.</summary>
     private static int SeedHeads(string checkpointPath, int? explicitHeads)
     {
-        var recorded = ReadSeedHeads(checkpointPath);
+        int? recorded;
+        try
+        {
+            recorded = ReadSeedHeads(checkpointPath);
+        }
+        catch (CheckpointException) when (explicitHeads is not null)
+        {
+            // The caller said how many heads the model has: an unreadable model_args.json cannot be checked against
+            // it, and must not block a valid model (issue 9); without Heads the file is needed and its error stands.
+            return explicitHeads.Value;
+        }
+
         if (explicitHeads is { } given && recorded is { } h && given != h)
         {
             var file = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(checkpointPath)) ?? ".", "model_args.json");

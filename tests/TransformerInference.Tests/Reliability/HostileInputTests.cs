@@ -458,6 +458,10 @@ public class HostileInputTests : IDisposable
         using var child = System.Diagnostics.Process.Start("sleep", "17.25")!;
         try
         {
+            // Between fork and exec the child still shows the test host's command line: poll until exec is seen.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (!Hostile.ChildCommandLines().Any(c => c.Contains("17.25", StringComparison.Ordinal)) && DateTime.UtcNow < deadline)
+                Thread.Sleep(20);
             Assert.Contains(Hostile.ChildCommandLines(), c => c.Contains("17.25", StringComparison.Ordinal));
         }
         finally

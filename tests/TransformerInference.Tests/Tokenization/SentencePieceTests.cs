@@ -115,6 +115,55 @@ public class SentencePieceTests
         }
     }
 
+    /// <summary>Older NLLB and mBART-50 releases have no <c>added_tokens_decoder</c> in tokenizer_config.json: their
+    /// language codes are only listed in <c>additional_special_tokens</c>, numbered in that order after the pieces.
+    /// The same folder with the decoder removed must give the same ids for every case.</summary>
+    [Theory]
+    [InlineData("nllb")]
+    [InlineData("mbart")]
+    public void Config_without_added_tokens_decoder_gives_the_same_ids(string family)
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "ti-no-decoder-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        try
+        {
+            foreach (string file in Directory.GetFiles(Folder(family)).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)))
+            {
+                File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
+            }
+
+            string configPath = Path.Combine(folder, "tokenizer_config.json");
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+            Assert.True(config.Remove("added_tokens_decoder"), "the fixture config should have had an added_tokens_decoder");
+            Assert.True(config["additional_special_tokens"]!.AsArray().Count > 0);
+            File.WriteAllText(configPath, config.ToJsonString());
+
+            SentencePieceTranslationTokenizer tokenizer = SentencePieceTranslationTokenizer.Create(folder);
+            JsonElement cases = ExpectedOf(family).GetProperty("tokenization");
+            Assert.True(cases.GetArrayLength() > 0);
+            foreach (JsonElement test in cases.EnumerateArray())
+            {
+                string text = test.GetProperty("text").GetString()!;
+                string? lang = Lang(test, "lang");
+                IReadOnlyList<int> ids = test.GetProperty("side").GetString() == "target"
+                    ? tokenizer.EncodeTarget(text, lang)
+                    : tokenizer.EncodeSource(text, lang);
+                Assert.Equal(Ints(test.GetProperty("ids")), ids);
+                Assert.Equal(Load(family).Decode(ids), tokenizer.Decode(ids));
+            }
+
+            foreach (JsonElement test in ExpectedOf(family).GetProperty("translation").EnumerateArray())
+            {
+                Assert.Equal(Ints(test.GetProperty("input_ids")),
+                    tokenizer.EncodeSource(test.GetProperty("input").GetString()!, Lang(test, "src_lang")));
+            }
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(TranslationCases))]
     public void Translation_inputs_labels_and_outputs_match_hugging_face(string family, int index)
