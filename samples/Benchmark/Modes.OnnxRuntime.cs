@@ -29,13 +29,7 @@ internal static partial class Modes
             Console.Error.WriteLine("The onnxruntime mode compares float32 weights (and int8/bf16 weights with float32 activations); drop --dtype.");
             return 2;
         }
-        var probe = RunProcess(new[] { "-c", "import torch, onnx; print(torch.__version__, onnx.__version__)" }, o.Threads);
-        if (probe is not { ExitCode: 0 })
-        {
-            Console.Error.WriteLine(probe is null ? $"{Python} not found." : $"{Python} cannot import torch and onnx:\n{probe.Value.Stderr.Trim()}");
-            Console.Error.WriteLine(OnnxInstallHint);
-            return 3;
-        }
+        if (!PythonCanImport("torch, onnx", OnnxInstallHint, o.Threads)) return 3;
         var scripts = Path.Combine(AppContext.BaseDirectory, "onnx");
         var config = RandomModel.Shape(o.Shape);
         const int sourceLength = 32;

@@ -18,6 +18,17 @@ internal static partial class Modes
         "  sudo apt-get install -y python3-torch libopenblas0-pthread\n" +
         "(without libopenblas0-pthread torch falls back to the reference BLAS, about 30x slower: the timings would be meaningless).";
 
+    /// <summary>Whether <see cref="Python"/> can import <paramref name="modules"/> (comma-separated); when it cannot,
+    /// says why on stderr followed by <paramref name="installHint"/>.</summary>
+    private static bool PythonCanImport(string modules, string installHint, int threads)
+    {
+        var probe = RunProcess(new[] { "-c", $"import {modules}" }, threads);
+        if (probe is { ExitCode: 0 }) return true;
+        Console.Error.WriteLine(probe is null ? $"{Python} not found." : $"{Python} cannot import {modules}:\n{probe.Value.Stderr.Trim()}");
+        Console.Error.WriteLine(installHint);
+        return false;
+    }
+
     /// <summary>Ours (cached greedy and the naive loop) against PyTorch running the same random weights: the seed's
     /// naive loop and a plain-PyTorch KV-cached loop, each making exactly 64 tokens at batch 1 from the same 20-token
     /// source. PyTorch runs in a subprocess (<c>pytorch_baseline.py</c>) with the same thread count, after ours, so
@@ -31,13 +42,7 @@ internal static partial class Modes
             return 2;
         }
         // Check the baseline before spending a minute on our side.
-        var probe = RunProcess(new[] { "-c", "import torch; print(torch.__version__)" }, o.Threads);
-        if (probe is not { ExitCode: 0 })
-        {
-            Console.Error.WriteLine(probe is null ? $"{Python} not found." : $"{Python} cannot import torch:\n{probe.Value.Stderr.Trim()}");
-            Console.Error.WriteLine(InstallHint);
-            return 3;
-        }
+        if (!PythonCanImport("torch", InstallHint, o.Threads)) return 3;
         var script = Path.Combine(AppContext.BaseDirectory, "pytorch_baseline.py");
         if (!File.Exists(script))
         {
