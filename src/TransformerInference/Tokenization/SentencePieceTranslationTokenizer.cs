@@ -788,7 +788,7 @@ public sealed partial class SentencePieceTranslationTokenizer : Tokenizer, ITran
 
     /// <summary>sentencepiece's <c>DecodePieces</c>: control pieces vanish, <c>&lt;unk&gt;</c> is " ⁇ ", the first
     /// piece loses its leading <c>▁</c>, runs of byte pieces (<c>&lt;0xXX&gt;</c>) become the UTF-8 text they spell.</summary>
-    private static string DecodePieces(List<string> pieces, SentencePieceSegmenter model)
+    internal static string DecodePieces(List<string> pieces, SentencePieceSegmenter model)
     {
         var builder = new StringBuilder();
         var bytes = new List<byte>();

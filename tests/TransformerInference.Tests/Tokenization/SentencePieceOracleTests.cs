@@ -71,6 +71,46 @@ public partial class SentencePieceOracleTests
         AssertAllLines(kind, "special", text => [.. segmenter.Split(text, out _).Select(p => p.Id)], ids => ids, SpecialLines.Value, minimum: 2500);
     }
 
+    /// <summary>Byte-fallback models (1,000 pieces, <c>byte_fallback</c> true, made by make_byte_fallback.py): a
+    /// character the model does not hold becomes the <c>&lt;0xNN&gt;</c> pieces of its UTF-8 bytes, id for id with
+    /// sentencepiece on 1,520 lines (emoji, CJK, Arabic, rare Devanagari…); decoding the ids gives sentencepiece's
+    /// text, and invalid byte runs one U+FFFD per byte.</summary>
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void Byte_fallback_gives_sentencepiece_ids_and_decodes_its_bytes(string kind)
+    {
+        SentencePieceSegmenter segmenter = SentencePieceSegmenter.Load(Fixtures.Path_("spm-oracle", $"{kind}-bytefallback.model"));
+        string[] pieces = Pieces(segmenter);
+        int lines = 0, withBytes = 0, differences = 0;
+        string? first = null;
+        using var gzip = new GZipStream(File.OpenRead(Fixtures.Path_("spm-oracle", "bytefallback.jsonl.gz")), CompressionMode.Decompress);
+        using var reader = new StreamReader(gzip);
+        while (reader.ReadLine() is string line)
+        {
+            using JsonDocument doc = JsonDocument.Parse(line);
+            string text = doc.RootElement.GetProperty("text").GetString()!;
+            int[] expected = doc.RootElement.GetProperty(kind).Ints();
+            int[] actual = [.. segmenter.Split(text, out _).Select(p => p.Id)];
+            string decoded = SentencePieceTranslationTokenizer.DecodePieces([.. expected.Select(id => pieces[id])], segmenter);
+            if (!actual.SequenceEqual(expected) || decoded != doc.RootElement.GetProperty(kind + "_decoded").GetString())
+            {
+                differences++;
+                first ??= $"{text}: [{string.Join(' ', actual)}] vs [{string.Join(' ', expected)}], '{decoded}'";
+            }
+
+            withBytes += expected.Any(id => segmenter.IsByte(id, out _)) ? 1 : 0;
+            lines++;
+        }
+
+        Assert.True(differences == 0, $"{differences} of {lines} lines differ; first: {first}");
+        Assert.True(lines >= 1500 && withBytes >= 100, $"{lines} lines, {withBytes} with byte pieces");
+        foreach (JsonElement c in Fixtures.Json("spm-oracle", "bytefallback-decode.json").GetProperty(kind).EnumerateArray())
+        {
+            Assert.Equal(c.GetProperty("decoded").GetString(),
+                SentencePieceTranslationTokenizer.DecodePieces([.. c.GetProperty("ids").Ints().Select(id => pieces[id])], segmenter));
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Kinds))]
     public void Marian_tokenizer_gives_sentencepiece_ids_on_every_line(string kind)
