@@ -138,20 +138,24 @@ public sealed class Translator : IDisposable, IAsyncDisposable
 
     /// <summary>Builds a translator for a seed model from its two tokenizers (input framed as <c>[SOS] ids [EOS]</c>).
     /// The model is not disposed with the translator.</summary>
+    /// <exception cref="ObjectDisposedException"><paramref name="model"/> has been disposed.</exception>
     public static Translator Create(TransformerModel model, Tokenizer sourceTokenizer, Tokenizer targetTokenizer, TranslatorOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(sourceTokenizer);
         ArgumentNullException.ThrowIfNull(targetTokenizer);
+        model.ThrowIfDisposed();
         return new(model, new SeedTokenizerPair(sourceTokenizer, targetTokenizer, model.SosId, model.EosId, model.PadId), options ?? new TranslatorOptions(), ownsModel: false);
     }
 
     /// <summary>Builds a translator from a model and a tokenizer that frames its own inputs (such as a
     /// <see cref="SentencePieceTranslationTokenizer"/>). The model is not disposed with the translator.</summary>
+    /// <exception cref="ObjectDisposedException"><paramref name="model"/> has been disposed.</exception>
     public static Translator Create(TransformerModel model, ITranslationTokenizer tokenizer, TranslatorOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokenizer);
+        model.ThrowIfDisposed();
         return new(model, tokenizer, options ?? new TranslatorOptions(), ownsModel: false);
     }
 

@@ -23,6 +23,9 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     private readonly Rotary? _rotary, _decoderRotary;
     private bool _disposed;
 
+    /// <summary>Throws <see cref="ObjectDisposedException"/> when the model has been disposed.</summary>
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
     internal TransformerModel(TransformerConfig config, WeightSet w, bool fuseParallel = true)
     {
         Config = config.Validate();

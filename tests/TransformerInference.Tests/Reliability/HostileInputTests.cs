@@ -4,6 +4,7 @@ using TorchSharp;
 using TransformerInference.Decoding;
 using TransformerInference.Loading;
 using TransformerInference.Modeling;
+using TransformerInference.Tokenization;
 using Xunit;
 
 namespace TransformerInference.Tests.Reliability;
@@ -304,6 +305,11 @@ public class HostileInputTests : IDisposable
         var model = ModelLoader.LoadSeedCheckpoint(Seed, new ModelLoadOptions { Heads = 4 });
         model.Dispose();
         Assert.Throws<ObjectDisposedException>(() => Generator.Generate(model, new[] { new[] { 2, 5, 3 } }));
+        // A translator is not built on a disposed model (the error comes at Create, not at the first call).
+        var tokenizer = SentencePieceTranslationTokenizer.Create(Fixtures.Path_("hf-tiny", "marian"));
+        Assert.Throws<ObjectDisposedException>(() => Translator.Create(model, tokenizer));
+        var words = WordLevelTokenizer.Create(Fixtures.Path_("seed-tiny", "tokenizer_en.json"));
+        Assert.Throws<ObjectDisposedException>(() => Translator.Create(model, words, words));
         var translator = TranslatorTests.Open("seed-tiny");
         translator.Dispose();
         Assert.Throws<ObjectDisposedException>(() => translator.Translate("I love you"));
