@@ -90,6 +90,8 @@ public sealed class KvCache : IDisposable
             }
         }
         if (!fits) _shift = 0;
+        // Same rows in place (beams following their parents, every beam step): the views already cover them.
+        if (fits && n == _selfKeys[0].shape[0]) return;
         View(n);
     }
 
