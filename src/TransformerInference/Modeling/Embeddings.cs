@@ -16,6 +16,9 @@ internal sealed class Embeddings : IDisposable
     private readonly double _scale;
     private readonly long _offset;
     private readonly long _zeroPositionId = -1; // fairseq: tokens with this id get no position vector
+    // The same three as Scalars, made once: rooted by these fields for every native call (see Held), and no per-step
+    // allocation.
+    private readonly Scalar _scaleScalar, _offsetScalar, _zeroPositionScalar;
 
     public Embeddings(WeightSet w, string side, int vocab, int maxPositions, TransformerConfig c)
         : this(w, w.Take(side + "_embed.embedding.weight", vocab, c.DModel), side, maxPositions, c)
@@ -44,6 +47,9 @@ internal sealed class Embeddings : IDisposable
         };
         if (c.Positions is PositionKind.SinusoidalHalves or PositionKind.Fairseq or PositionKind.Learned) _offset = c.PositionOffset;
         if (c.Positions == PositionKind.Fairseq) _zeroPositionId = c.PadId;
+        _scaleScalar = _scale.ToScalar();
+        _offsetScalar = _offset.ToScalar();
+        _zeroPositionScalar = _zeroPositionId.ToScalar();
     }
 
     /// <summary>The stored table is [1, positions, d_model]; keep the [positions, d_model] view only.</summary>
@@ -86,16 +92,13 @@ internal sealed class Embeddings : IDisposable
     public Tensor Forward(Tensor ids, long offset)
     {
         var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
-        // Scalars held by `using` until the native call returns (an implicit temporary may be finalized mid-call).
-        using var scale = _scale.ToScalar();
-        using var zeroPositionId = _zeroPositionId.ToScalar();
-        if (_scale != 1.0) x = x.mul(scale);
+        if (_scale != 1.0) x = x.mul(_scaleScalar);
         if (_positions is null) return x;
         var needed = _offset + offset + ids.shape[1];
         if (needed > _positions.shape[0] && needed <= _maxRows) Grow(needed);
         var positions = _positions.narrow(0, _offset + offset, ids.shape[1]);
         if (_zeroPositionId < 0) return Held.Add(x, positions);
-        return Held.Add(x, positions * ids.ne(zeroPositionId).unsqueeze(-1).to(x.dtype));
+        return Held.Add(x, positions * ids.ne(_zeroPositionScalar).unsqueeze(-1).to(x.dtype));
     }
 
     /// <summary>Rows a computed table starts with.</summary>
@@ -116,20 +119,19 @@ internal sealed class Embeddings : IDisposable
     public Tensor Forward(Tensor ids, Tensor positions)
     {
         var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
-        // Scalars held by `using` until the native call returns (an implicit temporary may be finalized mid-call).
-        using var scale = _scale.ToScalar();
-        using var offset = _offset.ToScalar();
-        using var zeroPositionId = _zeroPositionId.ToScalar();
-        if (_scale != 1.0) x = x.mul(scale);
+        if (_scale != 1.0) x = x.mul(_scaleScalar);
         if (_positions is null) return x;
-        var rows = _positions.index_select(0, positions.flatten().add(offset, Held.One)).view(ids.shape[0], 1, -1);
+        var rows = _positions.index_select(0, positions.flatten().add(_offsetScalar, Held.One)).view(ids.shape[0], 1, -1);
         if (_zeroPositionId < 0) return Held.Add(x, rows);
-        return Held.Add(x, rows * ids.ne(zeroPositionId).unsqueeze(-1).to(x.dtype));
+        return Held.Add(x, rows * ids.ne(_zeroPositionScalar).unsqueeze(-1).to(x.dtype));
     }
 
     public void Dispose()
     {
         Table.Dispose();
         _positions?.Dispose();
+        _scaleScalar.Dispose();
+        _offsetScalar.Dispose();
+        _zeroPositionScalar.Dispose();
     }
 }
