@@ -51,7 +51,11 @@ internal static class Fixtures
     }
 
     /// <summary>Scores [positions, vocab] of the decoder over the whole <paramref name="prefix"/> (no cache).</summary>
-    public static float[][] TeacherForced(TransformerModel model, int[] source, int[] prefix)
+    public static float[][] TeacherForced(TransformerModel model, int[] source, int[] prefix) =>
+        TeacherForced64(model, source, prefix).Select(r => r.Select(x => (float)x).ToArray()).ToArray();
+
+    /// <summary><see cref="TeacherForced"/> read as float64: exact for a Float32 model, full precision for a Float64 one.</summary>
+    public static double[][] TeacherForced64(TransformerModel model, int[] source, int[] prefix)
     {
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
@@ -59,8 +63,8 @@ internal static class Fixtures
         var mask = Masks.SourceKeyMask(s, model.PadId);
         var memory = model.Encode(s, mask);
         var t = torch.tensor(prefix.Select(i => (long)i).ToArray(), new long[] { 1, prefix.Length });
-        var scores = model.Project(model.Decode(memory, mask, t, Masks.Causal(prefix.Length)))[0];
-        return Enumerable.Range(0, prefix.Length).Select(p => scores[p].data<float>().ToArray()).ToArray();
+        var scores = model.Project(model.Decode(memory, mask, t, Masks.Causal(prefix.Length)))[0].to(ScalarType.Float64);
+        return Enumerable.Range(0, prefix.Length).Select(p => scores[p].data<double>().ToArray()).ToArray();
     }
 
     public static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
