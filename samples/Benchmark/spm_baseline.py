@@ -8,6 +8,7 @@ Loads the model and the lines, prints "ready", then answers each command read fr
   line    encode the lines one call each, as Hugging Face's slow tokenizers do (sp.encode(text))
   batch   encode them in one call on one thread (sp.encode(lines, num_threads=1): no per-call Python overhead)
 """
+import argparse
 import gzip
 import json
 import sys
@@ -25,8 +26,12 @@ def read_lines(path):
 
 
 def main():
-    sp = spm.SentencePieceProcessor(model_file=sys.argv[1])
-    lines = read_lines(sys.argv[2])
+    parser = argparse.ArgumentParser(description="Python sentencepiece side of the benchmark's tokenizer mode.")
+    parser.add_argument("model", help="a SentencePiece .model file")
+    parser.add_argument("lines", help="a text file (one line per input) or an oracle expected.jsonl.gz")
+    args = parser.parse_args()
+    sp = spm.SentencePieceProcessor(model_file=args.model)
+    lines = read_lines(args.lines)
     print("ready", flush=True)
     for command in sys.stdin:
         command = command.strip()

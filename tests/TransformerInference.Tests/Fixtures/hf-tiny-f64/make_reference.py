@@ -11,10 +11,10 @@ vocabulary, and the greedy path's scores at the two ids step_top2 names (null wh
 
 Run (Debian: apt-get install python3-torch):  /usr/bin/python3 make_reference.py ../hf-tiny
 """
+import argparse
 import json
 import math
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,4 +165,6 @@ def main(fixtures):
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description="Float64 reference logits for the BART-family hf-tiny folders.")
+    parser.add_argument("fixtures", type=Path, help="the hf-tiny folder (holding marian/, m2m100/, ...)")
+    main(parser.parse_args().fixtures)

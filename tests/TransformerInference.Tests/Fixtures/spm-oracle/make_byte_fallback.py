@@ -10,10 +10,13 @@ unigram-bytefallback.model and bytefallback.jsonl.gz ({"text", "bpe", "unigram"}
 "unigram_decoded"} = decode(ids)), plus bytefallback-decode.json (decode of byte-piece id lists, invalid UTF-8
 included).
 """
-import gzip, io, json, os, sys, tempfile
+import argparse, gzip, io, json, os, tempfile
 import sentencepiece as spm
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+_parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+_parser.add_argument("out", nargs="?", default=os.path.dirname(os.path.abspath(__file__)),
+                     help="folder to write the models and cases to (default: this script's folder)")
+OUT = _parser.parse_args().out
 FIXED = [
     "", " ", "hello world", "I love you 😀 so much 👍🏽!", "emoji only 🎉🎉🎉", "日本語のテキスト", "中文 and English",
     "مرحبا بالعالم", "म तपाईंलाई एकदम धेरै माया गर्छु।", "ॐ ॠ ॡ ऌ ॢ ॣ ॲ ॻ", "क्ष त्र ज्ञ श्र", "Ωmega ∑ ∫ ≠ ≤ ∞",

@@ -14,6 +14,7 @@ Outputs: bpe16k.model, unigram16k.model, expected.jsonl.gz (one JSON object per 
 {"text": ..., "bpe": [ids], "unigram": [ids]}). Random choices are seeded; the natural text depends on the
 files installed, so a rerun elsewhere gives different (equally valid) models.
 """
+import argparse
 import glob
 import gzip
 import hashlib
@@ -22,14 +23,17 @@ import json
 import os
 import random
 import re
-import sys
 import tempfile
 
 import sentencepiece as spm
 
-SPECIAL = "--special" in sys.argv
-ARGS = [a for a in sys.argv[1:] if a != "--special"]
-OUT = ARGS[0] if ARGS else os.path.dirname(os.path.abspath(__file__))
+_parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+_parser.add_argument("out", nargs="?", default=os.path.dirname(os.path.abspath(__file__)),
+                     help="folder to write the models and cases to (default: this script's folder)")
+_parser.add_argument("--special", action="store_true", help="write the special-token cases only")
+_ARGS = _parser.parse_args()
+SPECIAL = _ARGS.special
+OUT = _ARGS.out
 VOCAB = 16000
 HELD_OUT = 6000
 rng = random.Random(13)
