@@ -67,10 +67,13 @@ internal static class Fixtures
         return Enumerable.Range(0, prefix.Length).Select(p => scores[p].data<double>().ToArray()).ToArray();
     }
 
-    public static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
+    public static void AssertClose(float[] expected, float[] actual, double tolerance, string what) =>
+        AssertClose(Array.ConvertAll(expected, x => (double)x), Array.ConvertAll(actual, x => (double)x), tolerance, what);
+
+    public static void AssertClose(double[] expected, double[] actual, double tolerance, string what)
     {
         Xunit.Assert.Equal(expected.Length, actual.Length);
         var worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
-        Xunit.Assert.True(worst <= tolerance, $"{what}: largest difference {worst} exceeds {tolerance}");
+        Xunit.Assert.True(worst <= tolerance, $"{what}: largest difference {worst:E3} exceeds {tolerance:E1}");
     }
 }

@@ -33,13 +33,6 @@ public class HuggingFaceFloat64Tests
 
     private static double[] Doubles(JsonElement e) => e.EnumerateArray().Select(x => x.GetDouble()).ToArray();
 
-    private static void AssertClose(double[] expected, double[] actual, double tolerance, string what)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        var worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
-        Assert.True(worst <= tolerance, $"{what}: largest difference {worst:E3} exceeds {tolerance:E1}");
-    }
-
     [Theory, MemberData(nameof(Families))]
     public void TeacherForcedLogitsMatchUncachedAndCached(string family)
     {
@@ -57,12 +50,12 @@ public class HuggingFaceFloat64Tests
             using var cache = model.Start(torch.tensor(source.Select(i => (long)i).ToArray(), new long[] { 1, source.Length }), rows.Length);
             for (var p = 0; p < rows.Length; p++)
             {
-                AssertClose(rows[p], uncached[p], Tolerance(family), $"{name} position {p}");
+                Fixtures.AssertClose(rows[p], uncached[p], Tolerance(family), $"{name} position {p}");
                 // Step hands the search float32 scores (whatever the model's dtype): rounding them adds half a float32
                 // ulp of logits under 10, at most 4.8e-7.
                 var step = model.Step(torch.tensor(new long[] { prefix[p] }, new long[] { 1, 1 }), cache)[0]
                     .to(torch.ScalarType.Float64).data<double>().ToArray();
-                AssertClose(rows[p], step, Tolerance(family) + 5e-7, $"{name} cached position {p}");
+                Fixtures.AssertClose(rows[p], step, Tolerance(family) + 5e-7, $"{name} cached position {p}");
             }
         }
     }
