@@ -99,4 +99,48 @@ public class HuggingFaceTranslatorTests
         var e = Assert.ThrowsAny<ArgumentException>(() => Translator.Load(Fixtures.Path_("hf-tiny", "nllb"), new TranslatorOptions { TargetLanguage = "xx_Nope" }));
         Assert.Contains("xx_Nope", e.Message);
     }
+
+    [Fact]
+    public void Mt5ConfigIsT5V11WithAnUntiedHeadByDefault()
+    {
+        // mT5 is the T5 v1.1 network (gated-gelu, separate lm_head) under model_type "mt5", whose config leaves
+        // tie_word_embeddings out because MT5Config defaults it to false (T5Config: true). flan-t5's weights and
+        // tokenizer under an mT5 config must translate exactly as flan-t5; the same config as "t5" ties the head, so its
+        // stored lm_head.weight is an unexpected tensor.
+        var dir = Directory.CreateTempSubdirectory("ti-mt5-").FullName;
+        try
+        {
+            foreach (var file in Directory.GetFiles(Fixtures.Path_("hf-tiny", "flan-t5")))
+                File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            config.Remove("tie_word_embeddings");
+            config["architectures"] = new System.Text.Json.Nodes.JsonArray("MT5ForConditionalGeneration");
+            void Write(string modelType)
+            {
+                config["model_type"] = modelType;
+                File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            }
+
+            Write("mt5");
+            var cases = Fixtures.Json("hf-tiny", "flan-t5", "expected.json").GetProperty("translation").EnumerateArray().ToArray();
+            using (var translator = Translator.Load(dir))
+            {
+                foreach (var c in cases)
+                {
+                    var greedy = new DecodingOptions { MaxLength = c.GetProperty("generation").GetProperty("max_length").GetInt32() };
+                    var best = translator.TranslateDetailed(new[] { c.GetProperty("input").GetString()! }, greedy)[0];
+                    Assert.Equal(c.GetProperty("output").GetString(), best.Text);
+                    Assert.Equal(c.GetProperty("ids").Ints().Skip(1).TakeWhile(id => id != 1), best.Hypotheses[0].Hypothesis.Ids);
+                }
+            }
+
+            Write("t5");
+            var e = Assert.Throws<Loading.CheckpointException>(() => Translator.Load(dir));
+            Assert.Contains("lm_head.weight", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
