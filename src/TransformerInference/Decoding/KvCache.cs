@@ -173,6 +173,16 @@ public sealed class KvCache : IDisposable
         return (_selfKeys[layer].narrow(2, 0, Length + count), _selfValues[layer].narrow(2, 0, Length + count));
     }
 
+    /// <summary>The self-attention stores of <paramref name="layer"/> (<c>[row capacity, kv_heads, positions,
+    /// head_dim]</c>, contiguous; row r is the cache's row r) and the store position of cache position 0: for a kernel
+    /// that writes one step's keys and values at position <see cref="Length"/> itself (see <see cref="Append"/>).</summary>
+    internal (Tensor Keys, Tensor Values, long Shift) Stores(int layer)
+    {
+        if (Length + 1 > Capacity)
+            throw new InvalidOperationException($"The KV cache holds {Capacity} positions; {Length + 1} were asked for.");
+        return (_keyStores[layer], _valueStores[layer], _shift);
+    }
+
     /// <summary>Marks <paramref name="count"/> more positions as cached (called once per step, after every layer).</summary>
     internal void Advance(long count)
     {

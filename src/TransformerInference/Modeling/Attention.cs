@@ -65,8 +65,7 @@ internal sealed class SelfAttention : IDisposable
 
     public Tensor Forward(Tensor x, Tensor? mask, long offset, KvCache? cache, int layer)
     {
-        var qkv = _qkv.Forward(x).split(new[] { _heads.QueryWidth, _heads.KvWidth, _heads.KvWidth }, -1);
-        return _out.Forward(_heads.SelfAttend(qkv[0], qkv[1], qkv[2], mask, offset, cache, layer));
+        return _out.Forward(_heads.SelfAttend(_qkv.Forward(x), mask, offset, cache, layer));
     }
 
     public void Dispose()

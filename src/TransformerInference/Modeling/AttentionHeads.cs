@@ -1,4 +1,5 @@
 using TransformerInference.Decoding;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -8,19 +9,26 @@ namespace TransformerInference.Modeling;
 /// The weight-free part of multi-head / grouped-query attention: head split, rotary, KV-cache append, scaled dot
 /// product and head merge. Query head h reads key/value head h / (H/G); queries are laid out as
 /// <c>[B, G, (H/G)·T, d_k]</c> so grouped keys and values are read in place, never repeated.
+/// On our CPU kernels a decode step (one query per row, a boolean mask or none, no rotary) runs
+/// <see cref="AttentionKernel{TOps, TV}"/> instead, the self-attention keys and values written straight into the
+/// cache; many queries, float masks (position biases), rotary and other devices use LibTorch's scaled dot product.
 /// </summary>
-internal sealed class AttentionHeads
+internal sealed unsafe class AttentionHeads
 {
     private readonly long _heads, _kvHeads, _group, _headDim;
     private readonly Rotary? _rotary;
+    private readonly CpuKernel? _kernel;
+    private readonly float _scale;
 
-    public AttentionHeads(TransformerConfig config, Rotary? rotary)
+    public AttentionHeads(TransformerConfig config, Rotary? rotary, CpuKernel? kernel = null)
     {
         _heads = config.Heads;
         _kvHeads = config.EffectiveKvHeads;
         _group = _heads / _kvHeads;
         _headDim = config.HeadDim;
         _rotary = rotary;
+        _kernel = kernel;
+        _scale = (float)(1 / Math.Sqrt(_headDim));
     }
 
     public long QueryWidth => _heads * _headDim;
@@ -32,11 +40,71 @@ internal sealed class AttentionHeads
         : x.reshape(x.shape[0], x.shape[1], _kvHeads, _headDim).transpose(1, 2);
 
     /// <summary>
-    /// Self-attention on projected q [B,T,H·d_k], k and v [B,T,G·d_k] at target positions offset..offset+T-1.
-    /// With a cache the new keys/values are appended to it and attention covers every cached position.
-    /// Returns the merged heads [B,T,H·d_k] (before the output projection).
+    /// Self-attention on the projection <paramref name="qkv"/> [B,T,W] whose first columns are q (H·d_k), k and v
+    /// (G·d_k each), at target positions offset..offset+T-1. With a cache the new keys/values are appended to it and
+    /// attention covers every cached position. Returns the merged heads [B,T,H·d_k] (before the output projection).
     /// </summary>
-    public Tensor SelfAttend(Tensor q, Tensor k, Tensor v, Tensor? mask, long offset, KvCache? cache, int layer)
+    public Tensor SelfAttend(Tensor qkv, Tensor? mask, long offset, KvCache? cache, int layer)
+    {
+        if (cache is not null && _rotary is null && qkv.shape[1] == 1 && OwnStep(qkv, mask)
+            && (mask is null || mask.shape[3] == cache.Length + 1))
+            return CachedStep(qkv, mask, cache, layer);
+        var rest = qkv.shape[^1] - QueryWidth - 2 * KvWidth;
+        var parts = qkv.split(rest == 0 ? new[] { QueryWidth, KvWidth, KvWidth } : new[] { QueryWidth, KvWidth, KvWidth, rest }, -1);
+        return SelfAttend(parts[0], parts[1], parts[2], mask, offset, cache, layer);
+    }
+
+    /// <summary>Whether the kernel runs this step: our CPU kernels, a contiguous input, no mask or a boolean
+    /// <c>[B|1, 1, 1, S]</c> one.</summary>
+    private bool OwnStep(Tensor x, Tensor? mask) =>
+        _kernel is not null && x.is_contiguous()
+        && (mask is null || (mask.dtype == ScalarType.Bool && mask.dim() == 4 && mask.shape[2] == 1 && mask.is_contiguous()));
+
+    /// <summary>One query per row: this step's keys and values are copied into the cache's stores, then the kernel
+    /// attends over every cached position.</summary>
+    private Tensor CachedStep(Tensor qkv, Tensor? mask, KvCache cache, int layer)
+    {
+        var (keyStore, valueStore, shift) = cache.Stores(layer);
+        var batch = qkv.shape[0];
+        var width = qkv.shape[^1];
+        var positions = cache.Length + 1;
+        long d = _headDim, capacity = keyStore.shape[2];
+        long head = capacity * d, row = _kvHeads * head;
+        var input = (float*)PackedLinear.Pointer(qkv);
+        float* keys = (float*)PackedLinear.Pointer(keyStore) + shift * d, values = (float*)PackedLinear.Pointer(valueStore) + shift * d;
+        var at = cache.Length * d;
+        for (var b = 0; b < batch; b++)
+        {
+            for (var g = 0; g < _kvHeads; g++)
+            {
+                var source = input + b * width + QueryWidth + g * d;
+                var bytes = d * sizeof(float);
+                Buffer.MemoryCopy(source, keys + b * row + g * head + at, bytes, bytes);
+                Buffer.MemoryCopy(source + KvWidth, values + b * row + g * head + at, bytes, bytes);
+            }
+        }
+        return Run(input, width, keys, values, row, head, mask, batch, positions);
+    }
+
+    /// <summary>The kernel over prepared memory; returns [B,1,H·d_k].</summary>
+    private Tensor Run(float* queries, long queryRow, float* keys, float* values, long kvRow, long kvHead, Tensor? mask, long batch, long positions)
+    {
+        var output = empty(new[] { batch, 1, QueryWidth }, ScalarType.Float32);
+        var a = new OneQueryAttention
+        {
+            Queries = queries, QueryRow = queryRow, Keys = keys, Values = values, KvRow = kvRow, KvHead = kvHead,
+            Mask = mask is null ? null : (byte*)PackedLinear.Pointer(mask),
+            MaskRow = mask is null || mask.shape[0] == 1 ? 0 : mask.shape[3],
+            Output = (float*)PackedLinear.Pointer(output),
+            Batch = (int)batch, Heads = (int)_heads, KvHeads = (int)_kvHeads, HeadDim = (int)_headDim, Positions = (int)positions,
+            Scale = _scale,
+        };
+        StepKernels.Attention(_kernel!.Value, a);
+        return output;
+    }
+
+    /// <summary>Self-attention on projected q [B,T,H·d_k], k and v [B,T,G·d_k] (LibTorch's path).</summary>
+    private Tensor SelfAttend(Tensor q, Tensor k, Tensor v, Tensor? mask, long offset, KvCache? cache, int layer)
     {
         var count = q.shape[1];
         var keys = SplitKv(k);
@@ -53,6 +121,13 @@ internal sealed class AttentionHeads
     public Tensor Attend(Tensor q, Tensor keys, Tensor values, Tensor? mask, long rotaryOffset = -1, Tensor? rotaryPositions = null)
     {
         long batch = q.shape[0], count = q.shape[1];
+        if (count == 1 && rotaryOffset < 0 && OwnStep(q, mask) && keys.is_contiguous() && values.is_contiguous()
+            && (mask is null || mask.shape[3] == keys.shape[2]))
+        {
+            var positions = keys.shape[2];
+            return Run((float*)PackedLinear.Pointer(q), QueryWidth, (float*)PackedLinear.Pointer(keys), (float*)PackedLinear.Pointer(values),
+                _kvHeads * positions * _headDim, positions * _headDim, mask, batch, positions);
+        }
         Tensor queries;
         if (count == 1)
         {

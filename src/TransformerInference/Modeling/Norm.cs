@@ -1,12 +1,15 @@
 using TorchSharp;
 using TransformerInference.Loading;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
 namespace TransformerInference.Modeling;
 
-/// <summary>One normalisation of the kind the config names (seed LayerNormalization, torch LayerNorm or RMSNorm).</summary>
-internal sealed class Norm : IDisposable
+/// <summary>One normalisation of the kind the config names (seed LayerNormalization, torch LayerNorm or RMSNorm).
+/// Models on our CPU kernels run it (and the residual add before it, see <see cref="AddForward"/>) with
+/// <see cref="NormKernel{TOps, TV}"/>; others with LibTorch ops.</summary>
+internal sealed unsafe class Norm : IDisposable
 {
     private readonly NormKind _kind;
     private readonly double _eps;
@@ -14,6 +17,8 @@ internal sealed class Norm : IDisposable
     private static readonly long[] _lastDim = { -1 };
     private readonly Tensor _weight;
     private readonly Tensor? _bias;
+    private readonly CpuKernel? _kernel;
+    private readonly float[]? _weights, _biases; // pinned float32 copies for the kernel
 
     public Norm(WeightSet weights, string prefix, TransformerConfig config)
     {
@@ -22,10 +27,66 @@ internal sealed class Norm : IDisposable
         _shape = new long[] { config.DModel };
         _weight = weights.Take(prefix + (_kind == NormKind.Seed ? ".alpha" : ".weight"), config.DModel);
         _bias = weights.TakeIf(_kind != NormKind.RmsNorm, prefix + ".bias", config.DModel);
+        _kernel = weights.Kernels.Cpu;
+        if (_kernel is null) return;
+        _weights = Pinned(_weight);
+        _biases = _bias is null ? null : Pinned(_bias);
+    }
+
+    private static float[] Pinned(Tensor t)
+    {
+        using var scope = NewDisposeScope();
+        var copy = GC.AllocateUninitializedArray<float>((int)t.numel(), pinned: true);
+        t.to(ScalarType.Float32, CPU).contiguous().data<float>().CopyTo(copy);
+        return copy;
+    }
+
+    /// <summary>Whether the kernel runs on <paramref name="x"/> (plus <paramref name="residual"/>): a model on our CPU
+    /// kernels, contiguous inputs of one shape.</summary>
+    private bool Own(Tensor x, Tensor? residual = null) => _kernel is not null && x.is_contiguous()
+        && (residual is null || (residual.is_contiguous() && x.shape.SequenceEqual(residual.shape)));
+
+    /// <summary>The norm of <c>x + residual</c>, and that sum (the residual connection's output).</summary>
+    public (Tensor Sum, Tensor Normed) AddForward(Tensor x, Tensor residual)
+    {
+        if (!Own(x, residual))
+        {
+            var sum = Held.Add(x, residual);
+            return (sum, Forward(sum));
+        }
+        var shape = x.shape;
+        var s = empty(shape, ScalarType.Float32);
+        var y = empty(shape, ScalarType.Float32);
+        Run(x, residual, s, y);
+        return (s, y);
+    }
+
+    /// <summary>The norm of <c>x + residual</c> alone (post-norm blocks).</summary>
+    public Tensor AddForwardNormOnly(Tensor x, Tensor residual)
+    {
+        if (!Own(x, residual)) return Forward(Held.Add(x, residual));
+        var y = empty(x.shape, ScalarType.Float32);
+        Run(x, residual, y, y);
+        return y;
+    }
+
+    private void Run(Tensor x, Tensor? residual, Tensor? sum, Tensor y)
+    {
+        var width = _weights!.Length;
+        fixed (float* w = _weights, b = _biases)
+            StepKernels.Norm(_kernel!.Value, _kind, (float*)PackedLinear.Pointer(x),
+                residual is null ? null : (float*)PackedLinear.Pointer(residual), sum is null ? null : (float*)PackedLinear.Pointer(sum),
+                (float*)PackedLinear.Pointer(y), x.numel() / width, width, (float)_eps, w, b);
     }
 
     public Tensor Forward(Tensor x)
     {
+        if (Own(x))
+        {
+            var y = empty(x.shape, ScalarType.Float32);
+            Run(x, null, null, y);
+            return y;
+        }
         // Scalars held by `using` until the native call returns: an implicit temporary may be finalized by the GC
         // while LibTorch still reads it (seen as "Unknown scalar type" under GC pressure).
         using var eps = _eps.ToScalar();

@@ -54,17 +54,24 @@ internal sealed class TransformerLayer : IDisposable
     public Tensor Forward(Tensor x, Tensor? selfMask, long offset, KvCache? cache, int layer,
         (Tensor Keys, Tensor Values, Tensor Mask)? cross)
     {
+        // Each residual add and the norm after it are one step (Norm.AddForward: one kernel call on the CPU kernels).
         if (_postNorm)
         {
-            x = _selfNorm.Forward(Held.Add(x, _selfAttention!.Forward(x, selfMask, offset, cache, layer)));
-            if (cross is { } c0) x = _crossNorm!.Forward(Held.Add(x, _crossAttention!.Forward(x, c0.Keys, c0.Values, c0.Mask)));
-            return _ffnNorm!.Forward(Held.Add(x, _feedForward!.Forward(x)));
+            x = _selfNorm.AddForwardNormOnly(x, _selfAttention!.Forward(x, selfMask, offset, cache, layer));
+            if (cross is { } c0) x = _crossNorm!.AddForwardNormOnly(x, _crossAttention!.Forward(x, c0.Keys, c0.Values, c0.Mask));
+            return _ffnNorm!.AddForwardNormOnly(x, _feedForward!.Forward(x));
         }
         if (_block == BlockKind.Serial)
         {
-            x = Held.Add(x, _selfAttention!.Forward(_selfNorm.Forward(x), selfMask, offset, cache, layer));
-            if (cross is { } c1) x = Held.Add(x, _crossAttention!.Forward(_crossNorm!.Forward(x), c1.Keys, c1.Values, c1.Mask));
-            return Held.Add(x, _feedForward!.Forward(_ffnNorm!.Forward(x)));
+            var attention = _selfAttention!.Forward(_selfNorm.Forward(x), selfMask, offset, cache, layer);
+            Tensor normed;
+            if (cross is { } c1)
+            {
+                (x, normed) = _crossNorm!.AddForward(x, attention);
+                attention = _crossAttention!.Forward(normed, c1.Keys, c1.Values, c1.Mask);
+            }
+            (x, normed) = _ffnNorm!.AddForward(x, attention);
+            return Held.Add(x, _feedForward!.Forward(normed));
         }
         var n = _selfNorm.Forward(x);
         x = _fused is not null
@@ -129,9 +136,9 @@ internal sealed class FusedParallelBlock : IDisposable
 
     public Tensor Forward(Tensor n, Tensor? mask, long offset, KvCache? cache, int layer)
     {
-        var parts = _in.Forward(n).split(_splits, -1);
-        var attention = _heads.SelfAttend(parts[0], parts[1], parts[2], mask, offset, cache, layer);
-        var hidden = FeedForward.Activate(_ffn, parts[3]);
+        var projected = _in.Forward(n);
+        var attention = _heads.SelfAttend(projected, mask, offset, cache, layer);
+        var hidden = FeedForward.Activate(_ffn, projected.narrow(-1, _splits[0] + 2 * _splits[1], _splits[3]));
         return _out.Forward(cat(new[] { attention, hidden }, -1));
     }
 

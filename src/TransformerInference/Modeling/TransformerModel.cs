@@ -44,8 +44,8 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
                 _rotary = new Rotary(positions, encoder.HeadDim, c.RopeTheta, w.Device, w.DType);
                 if (decoder.HeadDim != encoder.HeadDim) _decoderRotary = new Rotary(positions, decoder.HeadDim, c.RopeTheta, w.Device, w.DType);
             }
-            var encoderHeads = new AttentionHeads(encoder, _rotary);
-            var decoderHeads = new AttentionHeads(decoder, _decoderRotary ?? _rotary);
+            var encoderHeads = new AttentionHeads(encoder, _rotary, w.Kernels.Cpu);
+            var decoderHeads = new AttentionHeads(decoder, _decoderRotary ?? _rotary, w.Kernels.Cpu);
             _targetEmbeddings = new Embeddings(w, "tgt", c.TargetVocabSize, c.MaxTargetPositions, c);
             _sourceEmbeddings = c.SharedEmbeddings
                 ? new Embeddings(w, w.Made(_targetEmbeddings.Table.alias()), "src", c.MaxSourcePositions, c)

@@ -25,6 +25,12 @@ internal unsafe interface IVectorOps<TV> where TV : struct
     /// Lane <c>j</c> of each comes from word <c>j</c>, so no shuffle crosses lanes.</summary>
     static abstract void LoadBFloat16Pair(uint* p, out TV lo, out TV hi);
     static abstract void Store(float* p, TV v);
+    /// <summary>One value in every lane.</summary>
+    static abstract TV Create(float value);
+    static abstract TV Subtract(TV a, TV b);
+    static abstract TV Divide(TV a, TV b);
+    /// <summary>The sum of the lanes.</summary>
+    static abstract float Sum(TV v);
 }
 
 /// <summary>512-bit vectors (AVX-512 where present). Written with the cross-platform <see cref="Vector512"/> API so
@@ -57,6 +63,14 @@ internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector512<float> v) => v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Create(float value) => Vector512.Create(value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Subtract(Vector512<float> a, Vector512<float> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Divide(Vector512<float> a, Vector512<float> b) => a / b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector512<float> v) => Vector512.Sum(v);
 }
 
 /// <summary>256-bit vectors, chosen where AVX2 and FMA are present.</summary>
@@ -86,6 +100,14 @@ internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector256<float> v) => v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Create(float value) => Vector256.Create(value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Subtract(Vector256<float> a, Vector256<float> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Divide(Vector256<float> a, Vector256<float> b) => a / b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector256<float> v) => Vector256.Sum(v);
 
     /// <summary>The low 8 int8 values of <paramref name="v"/> as floats (cross-platform form).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -120,4 +142,12 @@ internal readonly unsafe struct PortableOps : IVectorOps<Vector128<float>>
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector128<float> v) => v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Create(float value) => Vector128.Create(value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Subtract(Vector128<float> a, Vector128<float> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Divide(Vector128<float> a, Vector128<float> b) => a / b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector128<float> v) => Vector128.Sum(v);
 }

@@ -1,0 +1,206 @@
+using TransformerInference.Decoding;
+using TransformerInference.Loading;
+using TransformerInference.Modeling;
+using TransformerInference.Modeling.Kernels;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace TransformerInference.Tests;
+
+/// <summary>The decode-step kernels (norms with the residual add before them, one-query attention over the cache
+/// and over the encoder memory), each vector path forced on this machine (AVX-512 emulated where the CPU lacks it):
+/// against LibTorch's ops (the path the same classes take without our kernels), against each other, row alone against
+/// row in a batch, and the cases routed to LibTorch on purpose.</summary>
+public class StepKernelTests
+{
+    private static readonly CpuKernel?[] Paths = { null, CpuKernel.Avx512, CpuKernel.Avx2, CpuKernel.Portable };
+
+    private static float[] Floats(Tensor t) => t.contiguous().data<float>().ToArray();
+
+    private static TransformerConfig Config(NormKind norm, int dModel, int heads = 8, int? kvHeads = null) => new()
+    {
+        SourceVocabSize = 16, TargetVocabSize = 16, DModel = dModel, DFF = 8, EncoderLayers = 1, DecoderLayers = 1,
+        Heads = heads, KvHeads = kvHeads, MaxSourcePositions = 64, MaxTargetPositions = 64, Norm = norm, NormEps = 1e-5,
+    };
+
+    private static Norm MakeNorm(NormKind kind, int width, CpuKernel? kernel, Tensor weight, Tensor bias)
+    {
+        var tensors = new Dictionary<string, Tensor> { [kind == NormKind.Seed ? "n.alpha" : "n.weight"] = weight.clone() };
+        if (kind != NormKind.RmsNorm) tensors["n.bias"] = bias.clone();
+        using var w = new WeightSet(tensors, "test", CPU, ScalarType.Float32)
+        {
+            Kernels = kernel is null ? LinearKernels.LibTorch : new LinearKernels(kernel, PackedFormat.Float32),
+        };
+        var norm = new Norm(w, "n", Config(kind, width));
+        w.Commit();
+        return norm;
+    }
+
+    [Theory]
+    [InlineData(NormKind.Seed, 37)] // odd width: vector bodies and scalar tails in every path
+    [InlineData(NormKind.LayerNorm, 64)]
+    [InlineData(NormKind.RmsNorm, 21)]
+    public void NormPathsMatchLibTorchAndEachOther(NormKind kind, int width)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(width);
+        var weight = randn(width);
+        var bias = randn(width);
+        var x = randn(3, 5, width).mul(3).add(1.5); // a non-zero mean, as residual streams have
+        var residual = randn(3, 5, width);
+        var norms = Paths.Select(p => MakeNorm(kind, width, p, weight, bias)).ToArray();
+        try
+        {
+            var plain = norms.Select(n => Floats(n.Forward(x))).ToArray();
+            var added = norms.Select(n => n.AddForward(x, residual)).ToArray();
+            var only = norms.Select(n => Floats(n.AddForwardNormOnly(x, residual))).ToArray();
+            var sum = Floats(x + residual);
+            for (var i = 1; i < Paths.Length; i++)
+            {
+                var path = Paths[i]!.Value;
+                Fixtures.AssertClose(plain[0], plain[i], 1e-5, $"{kind} {path} against LibTorch");
+                Fixtures.AssertClose(Floats(added[0].Normed), Floats(added[i].Normed), 1e-5, $"{kind} {path} add + norm against LibTorch");
+                Assert.Equal(plain[1], plain[i]); // the vector width does not change a bit
+                Assert.NotEqual(plain[0], plain[i]); // the kernel ran: its rounding differs from LibTorch's somewhere
+                Assert.Equal(sum, Floats(added[i].Sum)); // the residual sum is LibTorch's add
+                Assert.Equal(Floats(norms[i].Forward(added[i].Sum)), Floats(added[i].Normed));
+                Assert.Equal(Floats(added[i].Normed), only[i]);
+                // A row's result does not depend on the other rows.
+                Assert.Equal(plain[i].Skip(7 * width).Take(width), Floats(norms[i].Forward(x.reshape(15, width)[7])));
+            }
+            // A non-contiguous input takes LibTorch's ops and gives the same values.
+            var strided = x.transpose(0, 1);
+            Fixtures.AssertClose(Floats(norms[0].Forward(strided)), Floats(norms[2].Forward(strided)), 1e-5, $"{kind} strided");
+        }
+        finally
+        {
+            foreach (var n in norms) n.Dispose();
+        }
+    }
+
+    /// <summary>Cross-attention shaped: one query per row over S keys, boolean source masks (padding at the end, a
+    /// hole in the middle, a row with nothing to attend, one mask row for all), every grouping of query heads.</summary>
+    [Theory]
+    [InlineData(8)]
+    [InlineData(2)]
+    [InlineData(1)]
+    public void OneQueryAttentionMatchesLibTorch(int kvHeads)
+    {
+        using var scope = NewDisposeScope();
+        const int heads = 8, d = 20, batch = 4, positions = 11; // d = 20: full vectors and tails in every width
+        manual_seed(kvHeads);
+        var config = Config(NormKind.Seed, heads * d, heads, kvHeads);
+        var q = randn(batch, 1, heads * d);
+        var keys = randn(batch, kvHeads, positions, d);
+        var values = randn(batch, kvHeads, positions, d);
+        // Row 1: 7 real positions, then padding; row 2: a hole at position 3; row 3: nothing to attend.
+        var bits = Enumerable.Range(0, batch * positions).Select(i => (i / positions, i % positions) switch
+        {
+            (1, >= 7) or (2, 3) or (3, _) => false,
+            _ => true,
+        }).ToArray();
+        var mask = tensor(bits, new long[] { batch, 1, 1, positions });
+        var shared = tensor(Enumerable.Range(0, positions).Select(j => j != 5).ToArray(), new long[] { 1, 1, 1, positions });
+        foreach (var m in new[] { mask, shared, null })
+        {
+            var outputs = Paths.Select(p => Floats(new AttentionHeads(config, null, p).Attend(q, keys, values, m))).ToArray();
+            for (var i = 1; i < Paths.Length; i++)
+            {
+                Fixtures.AssertClose(outputs[0], outputs[i], 1e-5, $"{Paths[i]} kv heads {kvHeads}");
+                Fixtures.AssertClose(outputs[1], outputs[i], 1e-6, $"{Paths[i]} against AVX-512");
+                Assert.NotEqual(outputs[0], outputs[i]); // the kernel ran (rounding differs from LibTorch's somewhere)
+                // Row 3 of the first mask has nothing to attend: zeros, as LibTorch gives.
+                if (ReferenceEquals(m, mask)) Assert.All(outputs[i].Skip(3 * heads * d), v => Assert.Equal(0f, v));
+            }
+        }
+        foreach (var path in Paths.Skip(1))
+        {
+            var own = new AttentionHeads(config, null, path);
+            var batched = Floats(own.Attend(q, keys, values, mask));
+            // Row 1 alone over its 7 real positions, no mask: the same bits as beside the others with its padding.
+            var alone = Floats(own.Attend(q[1].unsqueeze(0), keys[1].unsqueeze(0).narrow(2, 0, 7).contiguous(),
+                values[1].unsqueeze(0).narrow(2, 0, 7).contiguous(), null));
+            Assert.Equal(batched.Skip(heads * d).Take(heads * d), alone);
+        }
+    }
+
+    /// <summary>Cached decode steps: this step's keys and values go into the cache and attention covers every cached
+    /// position, with and without a per-row key mask (rows that joined later), against LibTorch's append + scaled dot
+    /// product; the cached keys and values are the same bits.</summary>
+    [Theory]
+    [InlineData(8, false)]
+    [InlineData(2, true)]
+    [InlineData(1, false)]
+    public void CachedStepsMatchLibTorch(int kvHeads, bool masked)
+    {
+        using var scope = NewDisposeScope();
+        const int heads = 8, d = 12, batch = 3, steps = 6;
+        manual_seed(kvHeads + 10);
+        var config = Config(NormKind.Seed, heads * d, heads, kvHeads);
+        var width = heads * d + 2 * kvHeads * d;
+        var inputs = Enumerable.Range(0, steps).Select(_ => randn(batch, 1, width)).ToArray();
+        var results = new List<(float[][] Outputs, float[] Keys, float[] Values)>();
+        foreach (var path in Paths)
+        {
+            var attention = new AttentionHeads(config, null, path);
+            using var cache = new KvCache(1, batch, kvHeads, steps + 2, d, ones(batch, 1, 1, 5), ScalarType.Float32, CPU);
+            var outputs = new float[steps][];
+            for (var s = 0; s < steps; s++)
+            {
+                // From step 2 on, row 2 does not see positions 0 and 1 (as a row that joined at step 2).
+                var step = s;
+                var mask = masked
+                    ? tensor(Enumerable.Range(0, batch * (s + 1)).Select(i => !(i / (step + 1) == 2 && i % (step + 1) < 2 && step >= 2)).ToArray(),
+                        new long[] { batch, 1, 1, s + 1 })
+                    : null;
+                outputs[s] = Floats(attention.SelfAttend(inputs[s], mask, s, cache, 0));
+                cache.Advance(1);
+            }
+            var (k, v, shift) = cache.Stores(0);
+            results.Add((outputs, Floats(k.narrow(2, shift, steps)), Floats(v.narrow(2, shift, steps))));
+        }
+        for (var i = 1; i < Paths.Length; i++)
+        {
+            for (var s = 0; s < steps; s++)
+                Fixtures.AssertClose(results[0].Outputs[s], results[i].Outputs[s], 1e-5, $"{Paths[i]} step {s}");
+            Assert.NotEqual(results[0].Outputs.SelectMany(o => o), results[i].Outputs.SelectMany(o => o)); // the kernel ran
+            Assert.Equal(results[0].Keys, results[i].Keys);
+            Assert.Equal(results[0].Values, results[i].Values);
+        }
+    }
+
+    /// <summary>What the kernel does not handle goes to LibTorch: the same bits as the LibTorch path.</summary>
+    [Fact]
+    public void RotaryFloatMasksAndManyQueriesUseLibTorch()
+    {
+        using var scope = NewDisposeScope();
+        const int heads = 4, d = 8, batch = 2;
+        manual_seed(3);
+        var config = Config(NormKind.Seed, heads * d, heads);
+        var keys = randn(batch, heads, 6, d);
+        var values = randn(batch, heads, 6, d);
+        var lib = new AttentionHeads(config, null, null);
+        var own = new AttentionHeads(config, null, CpuKernel.Avx2);
+        var bias = randn(batch, 1, 1, 6); // a float mask (a position bias)
+        var q1 = randn(batch, 1, heads * d);
+        Assert.Equal(Floats(lib.Attend(q1, keys, values, bias)), Floats(own.Attend(q1, keys, values, bias)));
+        var q3 = randn(batch, 3, heads * d);
+        Assert.Equal(Floats(lib.Attend(q3, keys, values, null)), Floats(own.Attend(q3, keys, values, null)));
+
+        using var rotary = new Rotary(16, d, 10000, CPU, ScalarType.Float32);
+        var outputs = new[] { (CpuKernel?)null, CpuKernel.Avx2 }.Select(path =>
+        {
+            var h = new AttentionHeads(config, rotary, path);
+            using var cache = new KvCache(1, batch, heads, 4, d, ones(batch, 1, 1, 5), ScalarType.Float32, CPU);
+            manual_seed(4);
+            var all = new List<float>();
+            for (var s = 0; s < 3; s++)
+            {
+                all.AddRange(Floats(h.SelfAttend(randn(batch, 1, 3 * heads * d), null, s, cache, 0)));
+                cache.Advance(1);
+            }
+            return all;
+        }).ToArray();
+        Assert.Equal(outputs[0], outputs[1]);
+    }
+}
