@@ -203,4 +203,59 @@ public class StepKernelTests
         }).ToArray();
         Assert.Equal(outputs[0], outputs[1]);
     }
+
+    /// <summary>Decode steps on raw memory (every decoder layer without a tensor per operation) against the same
+    /// model's per-tensor steps: the same kernels in the same order, so ReLU models give the same bits (SiLU's exp
+    /// may round differently). Padded sources, a beam-style reorder and a batch that shrinks.</summary>
+    [Theory]
+    [InlineData("seed-tiny", true)]
+    [InlineData("variants/serial-seed", true)]
+    [InlineData("hf-tiny/m2m100", true)]
+    [InlineData("hf-tiny/marian", false)] // post-norm, SiLU
+    public void RawStepsMatchThePerTensorPath(string fixture, bool exact)
+    {
+        var parts = fixture.Split('/');
+        using var model = parts.Length == 1
+            ? ModelLoader.LoadSeedCheckpoint(Fixtures.Path_(fixture, "tmodel.pt"),
+                new ModelLoadOptions { Heads = Fixtures.Json(fixture, "model_args.json").GetProperty("h").GetInt32() })
+            : ModelLoader.LoadFolder(Fixtures.Path_(parts));
+        Assert.True(model.RawSteps);
+        using var scope = NewDisposeScope();
+        var lengths = new[] { 5, 9, 7 };
+        var source = new long[3 * 9];
+        for (var r = 0; r < 3; r++)
+            for (var j = 0; j < 9; j++)
+                source[r * 9 + j] = j < lengths[r] - 1 ? 4 + (r * 7 + j * 5) % 30 : j == lengths[r] - 1 ? model.EosId : model.PadId;
+        var ids = tensor(source, new long[] { 3, 9 });
+        using var raw = model.Start(ids, 8);
+        using var plain = model.Start(ids, 8);
+        var feed = Enumerable.Repeat((long)model.SosId, 3).ToArray();
+        try
+        {
+            for (var step = 0; step < 8; step++)
+            {
+                if (step == 3)
+                    foreach (var c in new[] { raw, plain }) c.Reorder(tensor(new long[] { 2, 0, 0 }));
+                if (step == 5)
+                {
+                    foreach (var c in new[] { raw, plain }) c.Reorder(tensor(new long[] { 1, 2 }));
+                    feed = feed.Skip(1).ToArray();
+                }
+                model.RawSteps = true;
+                var count = model.RawStepCount;
+                var a = model.Step(tensor(feed, new long[] { feed.Length, 1 }), raw);
+                Assert.Equal(count + 1, model.RawStepCount);
+                model.RawSteps = false;
+                var b = model.Step(tensor(feed, new long[] { feed.Length, 1 }), plain);
+                Assert.Equal(count + 1, model.RawStepCount);
+                if (exact) Assert.Equal(Floats(b), Floats(a));
+                else Fixtures.AssertClose(Floats(b), Floats(a), 1e-5, $"{fixture} step {step}");
+                feed = a.argmax(-1).data<long>().ToArray();
+            }
+        }
+        finally
+        {
+            model.RawSteps = true;
+        }
+    }
 }

@@ -63,6 +63,21 @@ internal sealed class SelfAttention : IDisposable
         AttentionWeights.Read(w, prefix + ".w_v", heads.KvWidth, c.DModel, c),
     };
 
+    /// <summary>Whether <see cref="Step"/> can run (our CPU kernels for the products and the attention).</summary>
+    internal bool RawSteps => _heads.RawSteps && _qkv is PackedLinear && _out is PackedLinear;
+
+    /// <summary>Width of the fused q/k/v projection's rows.</summary>
+    internal long ProjectionWidth => _qkv.OutFeatures;
+
+    /// <summary>A decode step on raw rows <paramref name="x"/> [B, d_model] into <paramref name="output"/>; <paramref name="qkv"/>
+    /// and <paramref name="attended"/> are scratch of <see cref="ProjectionWidth"/> and H·d_k floats per row.</summary>
+    internal unsafe void Step(float* x, long batch, KvCache cache, int layer, byte* mask, long maskRow, float* qkv, float* attended, float* output)
+    {
+        ((PackedLinear)_qkv).Run(x, qkv, batch);
+        _heads.Step(qkv, ProjectionWidth, cache, layer, mask, maskRow, batch, attended);
+        ((PackedLinear)_out).Run(attended, output, batch);
+    }
+
     public Tensor Forward(Tensor x, Tensor? mask, long offset, KvCache? cache, int layer)
     {
         return _out.Forward(_heads.SelfAttend(_qkv.Forward(x), mask, offset, cache, layer));
@@ -96,6 +111,18 @@ internal sealed class CrossAttention : IDisposable
     {
         var kv = _kv.Forward(memory).split(new[] { _heads.KvWidth, _heads.KvWidth }, -1);
         return (_heads.SplitKv(kv[0]).contiguous(), _heads.SplitKv(kv[1]).contiguous());
+    }
+
+    /// <summary>Whether <see cref="Step"/> can run (our CPU kernels for the products and the attention).</summary>
+    internal bool RawSteps => _heads.RawSteps && _q is PackedLinear && _out is PackedLinear;
+
+    /// <summary>A decode step on raw rows <paramref name="x"/> [B, d_model] into <paramref name="output"/>; <paramref name="q"/>
+    /// and <paramref name="attended"/> are scratch of H·d_k floats per row.</summary>
+    internal unsafe void Step(float* x, long batch, Tensor keys, Tensor values, byte* mask, long maskRow, float* q, float* attended, float* output)
+    {
+        ((PackedLinear)_q).Run(x, q, batch);
+        _heads.Attend(q, keys, values, mask, maskRow, batch, attended);
+        ((PackedLinear)_out).Run(attended, output, batch);
     }
 
     public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor sourceMask) =>

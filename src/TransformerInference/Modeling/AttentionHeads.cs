@@ -60,47 +60,66 @@ internal sealed unsafe class AttentionHeads
         _kernel is not null && x.is_contiguous()
         && (mask is null || (mask.dtype == ScalarType.Bool && mask.dim() == 4 && mask.shape[2] == 1 && mask.is_contiguous()));
 
-    /// <summary>One query per row: this step's keys and values are copied into the cache's stores, then the kernel
-    /// attends over every cached position.</summary>
+    /// <summary>A boolean mask's bytes and row stride (0 when one row serves all), or null.</summary>
+    internal static (IntPtr Bytes, long Row) MaskPointer(Tensor? mask) =>
+        mask is null ? (IntPtr.Zero, 0) : (PackedLinear.Pointer(mask), mask.shape[0] == 1 ? 0 : mask.shape[3]);
+
+    /// <summary>Whether the kernel can run steps on raw memory (see <see cref="Step"/>): our CPU kernels, no rotary.</summary>
+    internal bool RawSteps => _kernel is not null && _rotary is null;
+
     private Tensor CachedStep(Tensor qkv, Tensor? mask, KvCache cache, int layer)
     {
-        var (keyStore, valueStore, shift) = cache.Stores(layer);
         var batch = qkv.shape[0];
-        var width = qkv.shape[^1];
-        var positions = cache.Length + 1;
+        var output = empty(new[] { batch, 1, QueryWidth }, ScalarType.Float32);
+        var (bytes, row) = MaskPointer(mask);
+        Step((float*)PackedLinear.Pointer(qkv), qkv.shape[^1], cache, layer, (byte*)bytes, row, batch, (float*)PackedLinear.Pointer(output));
+        return output;
+    }
+
+    /// <summary>One query per row on raw memory: rows of <paramref name="width"/> floats of <paramref name="qkv"/> start
+    /// with q, k and v; this step's keys and values are copied into the cache's stores at position
+    /// <see cref="KvCache.Length"/>, then the kernel attends over every cached position into
+    /// <paramref name="output"/> <c>[B, H·d_k]</c>.</summary>
+    internal void Step(float* qkv, long width, KvCache cache, int layer, byte* mask, long maskRow, long batch, float* output)
+    {
+        var (keyStore, valueStore, shift) = cache.Stores(layer);
         long d = _headDim, capacity = keyStore.shape[2];
         long head = capacity * d, row = _kvHeads * head;
-        var input = (float*)PackedLinear.Pointer(qkv);
         float* keys = (float*)PackedLinear.Pointer(keyStore) + shift * d, values = (float*)PackedLinear.Pointer(valueStore) + shift * d;
         var at = cache.Length * d;
+        var bytes = d * sizeof(float);
         for (var b = 0; b < batch; b++)
         {
             for (var g = 0; g < _kvHeads; g++)
             {
-                var source = input + b * width + QueryWidth + g * d;
-                var bytes = d * sizeof(float);
+                var source = qkv + b * width + QueryWidth + g * d;
                 Buffer.MemoryCopy(source, keys + b * row + g * head + at, bytes, bytes);
                 Buffer.MemoryCopy(source + KvWidth, values + b * row + g * head + at, bytes, bytes);
             }
         }
-        return Run(input, width, keys, values, row, head, mask, batch, positions);
+        Run(qkv, width, keys, values, row, head, mask, maskRow, batch, cache.Length + 1, output);
     }
 
-    /// <summary>The kernel over prepared memory; returns [B,1,H·d_k].</summary>
-    private Tensor Run(float* queries, long queryRow, float* keys, float* values, long kvRow, long kvHead, Tensor? mask, long batch, long positions)
+    /// <summary>One query per row of <paramref name="q"/> (rows of <see cref="QueryWidth"/>) over contiguous keys and
+    /// values <c>[B, G, S, d_k]</c>, on raw memory, into <paramref name="output"/> <c>[B, H·d_k]</c>.</summary>
+    internal void Attend(float* q, Tensor keys, Tensor values, byte* mask, long maskRow, long batch, float* output)
     {
-        var output = empty(new[] { batch, 1, QueryWidth }, ScalarType.Float32);
+        var positions = keys.shape[2];
+        Run(q, QueryWidth, (float*)PackedLinear.Pointer(keys), (float*)PackedLinear.Pointer(values),
+            _kvHeads * positions * _headDim, positions * _headDim, mask, maskRow, batch, positions, output);
+    }
+
+    private void Run(float* queries, long queryRow, float* keys, float* values, long kvRow, long kvHead, byte* mask, long maskRow,
+        long batch, long positions, float* output)
+    {
         var a = new OneQueryAttention
         {
             Queries = queries, QueryRow = queryRow, Keys = keys, Values = values, KvRow = kvRow, KvHead = kvHead,
-            Mask = mask is null ? null : (byte*)PackedLinear.Pointer(mask),
-            MaskRow = mask is null || mask.shape[0] == 1 ? 0 : mask.shape[3],
-            Output = (float*)PackedLinear.Pointer(output),
+            Mask = mask, MaskRow = maskRow, Output = output,
             Batch = (int)batch, Heads = (int)_heads, KvHeads = (int)_kvHeads, HeadDim = (int)_headDim, Positions = (int)positions,
             Scale = _scale,
         };
         StepKernels.Attention(_kernel!.Value, a);
-        return output;
     }
 
     /// <summary>Self-attention on projected q [B,T,H·d_k], k and v [B,T,G·d_k] (LibTorch's path).</summary>
@@ -124,9 +143,10 @@ internal sealed unsafe class AttentionHeads
         if (count == 1 && rotaryOffset < 0 && OwnStep(q, mask) && keys.is_contiguous() && values.is_contiguous()
             && (mask is null || mask.shape[3] == keys.shape[2]))
         {
-            var positions = keys.shape[2];
-            return Run((float*)PackedLinear.Pointer(q), QueryWidth, (float*)PackedLinear.Pointer(keys), (float*)PackedLinear.Pointer(values),
-                _kvHeads * positions * _headDim, positions * _headDim, mask, batch, positions);
+            var attended = empty(new[] { batch, 1, QueryWidth }, ScalarType.Float32);
+            var (bytes, row) = MaskPointer(mask);
+            Attend((float*)PackedLinear.Pointer(q), keys, values, (byte*)bytes, row, batch, (float*)PackedLinear.Pointer(attended));
+            return attended;
         }
         Tensor queries;
         if (count == 1)

@@ -76,6 +76,42 @@ internal sealed class FeedForward : IDisposable
     private static readonly Scalar GeluHalf = 0.5.ToScalar(), GeluCube = 3.ToScalar(), GeluCoefficient = 0.044715.ToScalar(),
         GeluRoot = Math.Sqrt(2.0 / Math.PI).ToScalar(), GeluOne = 1.0.ToScalar();
 
+    /// <summary>Whether <see cref="Step"/> can run: our CPU kernels, and an activation it computes (ReLU, SiLU, SwiGLU).</summary>
+    internal bool RawSteps => _in is PackedLinear && _out is PackedLinear
+        && _kind is FeedForwardKind.Relu or FeedForwardKind.Silu or FeedForwardKind.SwiGlu;
+
+    /// <summary>Width of the input projection's rows (the scratch <see cref="Step"/> needs per row).</summary>
+    internal long HiddenWidth => _in.OutFeatures;
+
+    /// <summary>The block on raw rows <paramref name="x"/> [B, d_model] into <paramref name="output"/>, with
+    /// <paramref name="hidden"/> as scratch. The activations are LibTorch's formulas: <c>max(x, 0)</c>,
+    /// <c>x / (1 + exp(−x))</c>, and for SwiGLU <c>silu(first half) · second half</c>.</summary>
+    internal unsafe void Step(float* x, long batch, float* hidden, float* output)
+    {
+        ((PackedLinear)_in).Run(x, hidden, batch);
+        var width = HiddenWidth;
+        var n = batch * width;
+        switch (_kind)
+        {
+            case FeedForwardKind.Relu:
+                for (long i = 0; i < n; i++) hidden[i] = hidden[i] < 0 ? 0 : hidden[i];
+                break;
+            case FeedForwardKind.Silu:
+                for (long i = 0; i < n; i++) hidden[i] = Silu(hidden[i]);
+                break;
+            default:
+                // Row r's half-width result goes to r·half: before its own inputs, after every earlier row's.
+                var half = width / 2;
+                for (long r = 0; r < batch; r++)
+                    for (long j = 0; j < half; j++)
+                        hidden[r * half + j] = Silu(hidden[r * width + j]) * hidden[r * width + half + j];
+                break;
+        }
+        ((PackedLinear)_out).Run(hidden, output, batch);
+    }
+
+    private static float Silu(float x) => x / (1 + MathF.Exp(-x));
+
     public Tensor Forward(Tensor x) =>
         _out.Forward(Activate(_kind, _in.Forward(x)));
 

@@ -70,13 +70,19 @@ internal sealed unsafe class Norm : IDisposable
         return y;
     }
 
-    private void Run(Tensor x, Tensor? residual, Tensor? sum, Tensor y)
+    private void Run(Tensor x, Tensor? residual, Tensor? sum, Tensor y) =>
+        Run((float*)PackedLinear.Pointer(x), residual is null ? null : (float*)PackedLinear.Pointer(residual),
+            sum is null ? null : (float*)PackedLinear.Pointer(sum), (float*)PackedLinear.Pointer(y), x.numel() / _weights!.Length);
+
+    /// <summary>Whether <see cref="Run(float*, float*, float*, float*, long)"/> can be used (our CPU kernels).</summary>
+    internal bool HasKernel => _kernel is not null;
+
+    /// <summary>The kernel on raw rows: <c>y = norm(x [+ residual])</c>, the sum stored in <paramref name="sum"/>
+    /// (which may be <paramref name="x"/> or <paramref name="y"/>).</summary>
+    internal void Run(float* x, float* residual, float* sum, float* y, long rows)
     {
-        var width = _weights!.Length;
         fixed (float* w = _weights, b = _biases)
-            StepKernels.Norm(_kernel!.Value, _kind, (float*)PackedLinear.Pointer(x),
-                residual is null ? null : (float*)PackedLinear.Pointer(residual), sum is null ? null : (float*)PackedLinear.Pointer(sum),
-                (float*)PackedLinear.Pointer(y), x.numel() / width, width, (float)_eps, w, b);
+            StepKernels.Norm(_kernel!.Value, _kind, x, residual, sum, y, rows, _weights!.Length, (float)_eps, w, b);
     }
 
     public Tensor Forward(Tensor x)

@@ -81,6 +81,54 @@ internal sealed class TransformerLayer : IDisposable
         return x;
     }
 
+    /// <summary>Whether <see cref="Step"/> can run this layer: a serial block whose norms, products, attention and
+    /// activation all have our CPU kernels.</summary>
+    internal bool RawSteps => _block == BlockKind.Serial && _selfNorm.HasKernel && _ffnNorm!.HasKernel
+        && (_crossNorm?.HasKernel ?? true) && _selfAttention!.RawSteps && _feedForward!.RawSteps
+        && (_crossAttention?.RawSteps ?? true);
+
+    /// <summary>Scratch floats per row that <see cref="Step"/> needs.</summary>
+    internal long StepScratch(long dModel) => 2 * dModel + 2 * _selfAttention!.ProjectionWidth + _feedForward!.HiddenWidth;
+
+    /// <summary>
+    /// One decode step of the layer on raw memory, <paramref name="x"/> [B, d_model] updated in place: the same
+    /// operations as <see cref="Forward"/> on the same kernels, without a tensor per operation. The residual sums are
+    /// written into <paramref name="x"/> by the norm kernel (one rounding each, as a tensor add).
+    /// </summary>
+    internal unsafe void Step(float* x, long batch, long dModel, KvCache cache, int layer, byte* selfMask, long selfMaskRow,
+        byte* sourceMask, long sourceMaskRow, float* scratch)
+    {
+        var normed = scratch;
+        var output = normed + batch * dModel;
+        var projected = output + batch * dModel;
+        var attended = projected + batch * _selfAttention!.ProjectionWidth;
+        var hidden = attended + batch * _selfAttention.ProjectionWidth;
+        var (keys, values) = cache.Cross(layer);
+        if (_postNorm)
+        {
+            _selfAttention.Step(x, batch, cache, layer, selfMask, selfMaskRow, projected, attended, output);
+            _selfNorm.Run(x, output, x, x, batch);
+            if (_crossAttention is not null)
+            {
+                _crossAttention.Step(x, batch, keys, values, sourceMask, sourceMaskRow, projected, attended, output);
+                _crossNorm!.Run(x, output, x, x, batch);
+            }
+            _feedForward!.Step(x, batch, hidden, output);
+            _ffnNorm!.Run(x, output, x, x, batch);
+            return;
+        }
+        _selfNorm.Run(x, null, null, normed, batch);
+        _selfAttention.Step(normed, batch, cache, layer, selfMask, selfMaskRow, projected, attended, output);
+        if (_crossAttention is not null)
+        {
+            _crossNorm!.Run(x, output, x, normed, batch);
+            _crossAttention.Step(normed, batch, keys, values, sourceMask, sourceMaskRow, projected, attended, output);
+        }
+        _ffnNorm!.Run(x, output, x, normed, batch);
+        _feedForward!.Step(normed, batch, hidden, output);
+        for (long i = 0, n = batch * dModel; i < n; i++) x[i] += output[i];
+    }
+
     public void Dispose()
     {
         _selfNorm.Dispose();

@@ -73,6 +73,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
                 ? w.Made(_targetEmbeddings.Table.alias())
                 : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel),
                 w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize)));
+            RawSteps = _decoderLayers.All(l => l.RawSteps);
             w.EnsureAllTaken();
             ParameterCount = w.TakenElements;
             w.Commit();
@@ -215,13 +216,65 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         }
         if (_decoderEmbedNorm is not null) x = _decoderEmbedNorm.Forward(x);
         mask = WithBias(_decoderBias, mask, count, offset, offset + count);
-        for (var i = 0; i < _decoderLayers.Length; i++)
+        if (count == 1 && RawSteps && _decoderBias is null && x.is_contiguous() && RawMask(mask) && RawMask(cache.SourceMask) && ContiguousCross(cache))
+            StepLayers(x, mask, cache);
+        else
         {
-            var (k, v) = cache.Cross(i);
-            x = _decoderLayers[i].Forward(x, mask, offset, cache, i, (k, v, cache.SourceMask));
+            for (var i = 0; i < _decoderLayers.Length; i++)
+            {
+                var (k, v) = cache.Cross(i);
+                x = _decoderLayers[i].Forward(x, mask, offset, cache, i, (k, v, cache.SourceMask));
+            }
         }
         cache.Advance(count);
         return _decoderNorm?.Forward(x) ?? x;
+    }
+
+    /// <summary>Whether decode steps run every decoder layer on raw memory (<see cref="TransformerLayer.Step"/>): on
+    /// when every layer has our CPU kernels; tests turn it off to compare with the per-tensor path.</summary>
+    internal bool RawSteps { get; set; }
+
+    /// <summary>Decode steps that took the raw path (tests).</summary>
+    internal long RawStepCount { get; private set; }
+
+    /// <summary>A mask the raw step reads: none, or a contiguous boolean <c>[B|1, 1, 1, S]</c> one.</summary>
+    private static bool RawMask(Tensor? mask) =>
+        mask is null || (mask.dtype == ScalarType.Bool && mask.dim() == 4 && mask.shape[2] == 1 && mask.is_contiguous());
+
+    private bool ContiguousCross(KvCache cache)
+    {
+        for (var i = 0; i < _decoderLayers.Length; i++)
+        {
+            var (k, v) = cache.Cross(i);
+            if (!k.is_contiguous() || !v.is_contiguous()) return false;
+        }
+        return true;
+    }
+
+    /// <summary>One token per row through every decoder layer on raw memory: <paramref name="x"/> [B, 1, d_model]
+    /// (a fresh tensor) is updated in place; the scratch rows come from the shared array pool.</summary>
+    private unsafe void StepLayers(Tensor x, Tensor? mask, KvCache cache)
+    {
+        RawStepCount++;
+        var batch = x.shape[0];
+        long d = Config.DModel;
+        var (selfMask, selfRow) = AttentionHeads.MaskPointer(mask);
+        var (sourceMask, sourceRow) = AttentionHeads.MaskPointer(cache.SourceMask);
+        var size = batch * _decoderLayers.Max(l => l.StepScratch(d));
+        var scratch = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)size));
+        try
+        {
+            fixed (float* s = scratch)
+            {
+                var rows = (float*)Kernels.PackedLinear.Pointer(x);
+                for (var i = 0; i < _decoderLayers.Length; i++)
+                    _decoderLayers[i].Step(rows, batch, d, cache, i, (byte*)selfMask, selfRow, (byte*)sourceMask, sourceRow, s);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(scratch);
+        }
     }
 
     /// <inheritdoc />
