@@ -258,4 +258,60 @@ public class StepKernelTests
             model.RawSteps = true;
         }
     }
+
+    /// <summary>Embeddings gathered on the host (CPU float32 models on our kernels) against LibTorch's ops: stored
+    /// sinusoids with the √d scale, learned positions with an offset, fairseq's computed table whose pad tokens get no
+    /// position, per-row positions (rows that joined later): the same bits.</summary>
+    [Theory]
+    [InlineData(PositionKind.Sinusoidal, true)]
+    [InlineData(PositionKind.Learned, false)]
+    [InlineData(PositionKind.Fairseq, true)]
+    public void HostEmbeddingsMatchLibTorch(PositionKind kind, bool scale)
+    {
+        using var scope = NewDisposeScope();
+        const int vocab = 12, d = 10, positions = 16;
+        manual_seed(5);
+        var config = Config(NormKind.Seed, d) with
+        {
+            Positions = kind, EmbeddingScale = scale, PositionOffset = kind == PositionKind.Learned ? 2 : 0, PadId = 1,
+            TargetVocabSize = vocab, MaxTargetPositions = positions,
+        };
+        var table = randn(vocab, d);
+        var stored = kind switch
+        {
+            PositionKind.Sinusoidal => ("tgt_pos.pe", randn(1, positions, d)),
+            PositionKind.Learned => ("tgt_pos.embedding.weight", randn(positions + 2, d)),
+            _ => ((string, Tensor)?)null,
+        };
+        Embeddings Make(CpuKernel? kernel)
+        {
+            var tensors = new Dictionary<string, Tensor> { ["tgt_embed.embedding.weight"] = table.clone() };
+            if (stored is { } p) tensors[p.Item1] = p.Item2.clone();
+            using var w = new WeightSet(tensors, "test", CPU, ScalarType.Float32)
+            {
+                Kernels = kernel is null ? LinearKernels.LibTorch : new LinearKernels(kernel, PackedFormat.Float32),
+            };
+            var e = new Embeddings(w, "tgt", vocab, positions, config);
+            w.Commit();
+            return e;
+        }
+        using var lib = Make(null);
+        using var host = Make(CpuKernel.Avx2);
+        var ids = tensor(new long[] { 4, 1, 7, 11, 1, 3 }, new long[] { 2, 3 }); // 1 is the pad id
+        foreach (var offset in new[] { 0, 5 })
+            Assert.Equal(Floats(lib.Forward(ids, offset)), Floats(host.Forward(ids, offset)));
+        var rows = tensor(new long[] { 3, 0 }, new long[] { 2, 1 });
+        var single = tensor(new long[] { 1, 9 }, new long[] { 2, 1 });
+        Assert.Equal(Floats(lib.Forward(single, rows)), Floats(host.Forward(single, rows)));
+        Assert.NotEqual(Floats(host.Forward(single, 0)), Floats(host.Forward(single, 4))); // positions were added
+        // The host path made one tensor (the output); LibTorch's several.
+        using (var counted = NewDisposeScope())
+        {
+            host.Forward(ids, 0);
+            host.Forward(single, rows);
+            Assert.Equal(2, counted.DisposablesCount);
+            lib.Forward(ids, 0);
+            Assert.True(counted.DisposablesCount > 3);
+        }
+    }
 }

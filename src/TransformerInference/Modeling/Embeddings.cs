@@ -1,11 +1,12 @@
 using TorchSharp;
 using TransformerInference.Loading;
+using TransformerInference.Modeling.Kernels;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Modeling;
 
 /// <summary>Token embeddings (optionally scaled by sqrt(d_model)) plus the additive position table, if any.</summary>
-internal sealed class Embeddings : IDisposable
+internal sealed unsafe class Embeddings : IDisposable
 {
     private Tensor? _positions; // [offset + positions, d_model], absent for rotary; computed tables grow on demand
     private readonly PositionKind _kind;
@@ -19,6 +20,7 @@ internal sealed class Embeddings : IDisposable
     // The same three as Scalars, made once: rooted by these fields for every native call (see Held), and no per-step
     // allocation.
     private readonly Scalar _scaleScalar, _offsetScalar, _zeroPositionScalar;
+    private readonly bool _host; // a CPU float32 model on our kernels: rows are gathered on the host (see Gather)
 
     public Embeddings(WeightSet w, string side, int vocab, int maxPositions, TransformerConfig c)
         : this(w, w.Take(side + "_embed.embedding.weight", vocab, c.DModel), side, maxPositions, c)
@@ -50,6 +52,7 @@ internal sealed class Embeddings : IDisposable
         _scaleScalar = _scale.ToScalar();
         _offsetScalar = _offset.ToScalar();
         _zeroPositionScalar = _zeroPositionId.ToScalar();
+        _host = w.Kernels.Cpu is not null;
     }
 
     /// <summary>The stored table is [1, positions, d_model]; keep the [positions, d_model] view only.</summary>
@@ -91,14 +94,49 @@ internal sealed class Embeddings : IDisposable
     /// <summary>Embeds ids [B,T] sitting at positions offset..offset+T-1.</summary>
     public Tensor Forward(Tensor ids, long offset)
     {
+        var needed = _offset + offset + ids.shape[1];
+        if (_positions is not null && needed > _positions.shape[0] && needed <= _maxRows) Grow(needed);
+        if (Hosted(ids) && (_positions is null || needed <= _positions.shape[0])) return Gather(ids, _offset + offset, null);
         var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
         if (_scale != 1.0) x = x.mul(_scaleScalar);
         if (_positions is null) return x;
-        var needed = _offset + offset + ids.shape[1];
-        if (needed > _positions.shape[0] && needed <= _maxRows) Grow(needed);
         var positions = _positions.narrow(0, _offset + offset, ids.shape[1]);
         if (_zeroPositionId < 0) return Held.Add(x, positions);
         return Held.Add(x, positions * ids.ne(_zeroPositionScalar).unsqueeze(-1).to(x.dtype));
+    }
+
+    /// <summary>Whether <see cref="Gather"/> can read these ids and the tables in place.</summary>
+    private bool Hosted(Tensor ids) => _host && ids.device_type == DeviceType.CPU && ids.dtype == ScalarType.Int64
+        && ids.is_contiguous() && Table.is_contiguous() && (_positions is null || _positions.is_contiguous());
+
+    /// <summary>
+    /// The embedding on the host for a CPU float32 model, the same arithmetic as the tensor ops: each row is
+    /// <c>table[id] · scale + position</c> (float32, one rounding each), the position of token t of row b being
+    /// <paramref name="first"/> + t, or <paramref name="first"/> + <paramref name="rowPositions"/>[b]; fairseq pad
+    /// tokens add the position times 0, as the tensor path does. Ids and positions were checked by the caller.
+    /// </summary>
+    private Tensor Gather(Tensor ids, long first, long* rowPositions)
+    {
+        long batch = ids.shape[0], count = ids.shape[1], d = _dModel;
+        var x = empty(new[] { batch, count, d }, ScalarType.Float32);
+        var id = (long*)PackedLinear.Pointer(ids);
+        var table = (float*)PackedLinear.Pointer(Table);
+        var positions = _positions is null ? null : (float*)PackedLinear.Pointer(_positions);
+        var output = (float*)PackedLinear.Pointer(x);
+        var scale = (float)_scale;
+        for (long b = 0; b < batch; b++)
+        {
+            for (long t = 0; t < count; t++, id++, output += d)
+            {
+                var row = table + *id * d;
+                for (long i = 0; i < d; i++) output[i] = _scale != 1.0 ? row[i] * scale : row[i];
+                if (positions is null) continue;
+                var p = positions + (first + (rowPositions is null ? t : rowPositions[b])) * d;
+                var keep = _zeroPositionId >= 0 && *id == _zeroPositionId ? 0f : 1f;
+                for (long i = 0; i < d; i++) output[i] += _zeroPositionId < 0 ? p[i] : p[i] * keep;
+            }
+        }
+        return x;
     }
 
     /// <summary>Rows a computed table starts with.</summary>
@@ -118,6 +156,15 @@ internal sealed class Embeddings : IDisposable
     /// rows that joined a running batch.</summary>
     public Tensor Forward(Tensor ids, Tensor positions)
     {
+        if (Hosted(ids) && ids.shape[1] == 1 && positions.device_type == DeviceType.CPU && positions.dtype == ScalarType.Int64
+            && positions.is_contiguous() && positions.numel() == ids.shape[0])
+        {
+            var at = (long*)PackedLinear.Pointer(positions);
+            var limit = _positions?.shape[0] ?? long.MaxValue;
+            var fits = true;
+            for (long b = 0; b < ids.shape[0]; b++) fits &= at[b] >= 0 && _offset + at[b] < limit;
+            if (fits) return Gather(ids, _offset, at);
+        }
         var x = Table.index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1);
         if (_scale != 1.0) x = x.mul(_scaleScalar);
         if (_positions is null) return x;
