@@ -40,7 +40,9 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         var d = a.HeadDim;
         var group = a.Heads / a.KvHeads;
         var query = stackalloc float[d];
-        Span<float> weights = a.Positions <= StackPositions ? stackalloc float[a.Positions] : new float[a.Positions];
+        // Room for one vector past the last position: the exp pass runs over whole vectors.
+        var room = a.Positions + TOps.Count;
+        Span<float> weights = room <= StackPositions ? stackalloc float[room] : new float[room];
         fixed (float* p = weights)
         {
             for (var b = 0; b < a.Batch; b++)
@@ -66,14 +68,18 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         for (; i + c <= d; i += c) TOps.Store(query + i, TOps.Multiply(TOps.Load(q + i), s));
         for (; i < d; i++) query[i] = q[i] * scale;
 
+        // Every position's dot product, four keys at a time (four independent chains; each key's sum is the same as
+        // alone). Masked positions are computed too; their results are never read.
+        var j0 = 0;
+        for (; j0 + 4 <= positions; j0 += 4) Dot4(query, keys + (long)j0 * d, d, p + j0);
+        for (; j0 < positions; j0++) p[j0] = Dot(query, keys + (long)j0 * d, d);
+
         var max = float.NegativeInfinity;
         var any = false;
         for (var j = 0; j < positions; j++)
         {
             if (mask != null && mask[j] == 0) continue;
-            var score = Dot(query, keys + (long)j * d, d);
-            p[j] = score;
-            max = any ? MathF.Max(max, score) : score;
+            max = any ? MathF.Max(max, p[j]) : p[j];
             any = true;
         }
         if (!any)
@@ -81,39 +87,56 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
             new Span<float>(output, d).Clear();
             return;
         }
+        // exp(score − max) for every position, whole vectors (lanes past the last position and masked positions are
+        // never read); the sum over the attended positions in order.
+        var m = TOps.Create(max);
+        for (var j = 0; j < positions; j += c) TOps.Store(p + j, TOps.Exp(TOps.Subtract(TOps.Load(p + j), m)));
         var sum = 0f;
         for (var j = 0; j < positions; j++)
+            if (mask == null || mask[j] != 0) sum += p[j];
+
+        // output = Σ_j p_j · v_j, one fused multiply-add per element and position, positions in order; the row of
+        // sums stays in L1 between positions (every vector of it is an independent chain).
+        new Span<float>(output, d).Clear();
+        var v = values;
+        for (var j = 0; j < positions; j++, v += d)
         {
             if (mask != null && mask[j] == 0) continue;
-            var e = MathF.Exp(p[j] - max);
-            p[j] = e;
-            sum += e;
+            var weight = p[j] / sum;
+            var w = TOps.Create(weight);
+            i = 0;
+            for (; i + c <= d; i += c) TOps.Store(output + i, TOps.MultiplyAdd(w, TOps.Load(v + i), TOps.Load(output + i)));
+            for (; i < d; i++) output[i] = MathF.FusedMultiplyAdd(weight, v[i], output[i]);
         }
-        for (var j = 0; j < positions; j++)
-            if (mask == null || mask[j] != 0) p[j] /= sum;
+    }
 
-        i = 0;
+    /// <summary>Four consecutive keys' dot products with <paramref name="a"/>, each summed as <see cref="Dot"/> does.</summary>
+    private static void Dot4(float* a, float* k, int d, float* result)
+    {
+        var c = TOps.Count;
+        TV s0 = TOps.Zero, s1 = TOps.Zero, s2 = TOps.Zero, s3 = TOps.Zero;
+        float* k1 = k + d, k2 = k + 2 * d, k3 = k + 3 * d;
+        var i = 0;
         for (; i + c <= d; i += c)
         {
-            var acc = TOps.Zero;
-            var v = values + i;
-            for (var j = 0; j < positions; j++, v += d)
-            {
-                if (mask != null && mask[j] == 0) continue;
-                acc = TOps.MultiplyAdd(TOps.Create(p[j]), TOps.Load(v), acc);
-            }
-            TOps.Store(output + i, acc);
+            var q = TOps.Load(a + i);
+            s0 = TOps.MultiplyAdd(q, TOps.Load(k + i), s0);
+            s1 = TOps.MultiplyAdd(q, TOps.Load(k1 + i), s1);
+            s2 = TOps.MultiplyAdd(q, TOps.Load(k2 + i), s2);
+            s3 = TOps.MultiplyAdd(q, TOps.Load(k3 + i), s3);
         }
+        float r0 = TOps.Sum(s0), r1 = TOps.Sum(s1), r2 = TOps.Sum(s2), r3 = TOps.Sum(s3);
         for (; i < d; i++)
         {
-            var acc = 0f;
-            for (var j = 0; j < positions; j++)
-            {
-                if (mask != null && mask[j] == 0) continue;
-                acc = MathF.FusedMultiplyAdd(p[j], values[(long)j * d + i], acc);
-            }
-            output[i] = acc;
+            r0 = MathF.FusedMultiplyAdd(a[i], k[i], r0);
+            r1 = MathF.FusedMultiplyAdd(a[i], k1[i], r1);
+            r2 = MathF.FusedMultiplyAdd(a[i], k2[i], r2);
+            r3 = MathF.FusedMultiplyAdd(a[i], k3[i], r3);
         }
+        result[0] = r0;
+        result[1] = r1;
+        result[2] = r2;
+        result[3] = r3;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

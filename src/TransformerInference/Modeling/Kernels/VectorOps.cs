@@ -31,6 +31,8 @@ internal unsafe interface IVectorOps<TV> where TV : struct
     static abstract TV Divide(TV a, TV b);
     /// <summary>The sum of the lanes.</summary>
     static abstract float Sum(TV v);
+    /// <summary><c>e^x</c> in every lane (.NET's vector exp, within an ulp or two of <see cref="MathF.Exp"/>).</summary>
+    static abstract TV Exp(TV v);
 }
 
 /// <summary>512-bit vectors (AVX-512 where present). Written with the cross-platform <see cref="Vector512"/> API so
@@ -71,6 +73,8 @@ internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
     public static Vector512<float> Divide(Vector512<float> a, Vector512<float> b) => a / b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp(Vector512<float> v) => Vector512.Exp(v);
 }
 
 /// <summary>256-bit vectors, chosen where AVX2 and FMA are present.</summary>
@@ -108,6 +112,8 @@ internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
     public static Vector256<float> Divide(Vector256<float> a, Vector256<float> b) => a / b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Exp(Vector256<float> v) => Vector256.Exp(v);
 
     /// <summary>The low 8 int8 values of <paramref name="v"/> as floats (cross-platform form).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -150,4 +156,6 @@ internal readonly unsafe struct PortableOps : IVectorOps<Vector128<float>>
     public static Vector128<float> Divide(Vector128<float> a, Vector128<float> b) => a / b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector128<float> v) => Vector128.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Exp(Vector128<float> v) => Vector128.Exp(v);
 }
