@@ -314,4 +314,36 @@ public class StepKernelTests
             Assert.True(counted.DisposablesCount > 3);
         }
     }
+
+    /// <summary>Greedy's best token and log-probability read on the host from CPU float32 scores, against LibTorch's
+    /// log-softmax and max: ties (first index), a banned (−∞) entry, a row of −∞, a NaN row, and strided scores (which
+    /// take LibTorch's path).</summary>
+    [Fact]
+    public void HostArgmaxMatchesLibTorch()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(11);
+        var logits = randn(6, 1003).mul(4); // 1003: whole vectors and a tail
+        logits[1, 7] = logits[1].max() + 1; // a tie: the first of the two wins
+        logits[1, 900] = logits[1, 7].clone();
+        logits[2, 5] = tensor(float.NegativeInfinity);
+        logits[3] = tensor(float.NegativeInfinity);
+        logits[4, 17] = tensor(float.NaN);
+        foreach (var scores in new[] { logits, logits.t().contiguous().t() })
+        {
+            var (tokens, best) = Decoding.Search.Best(scores);
+            var (libBest, libIndex) = scores.log_softmax(-1).max(-1);
+            Assert.Equal(libIndex.data<long>().ToArray(), tokens);
+            var expected = libBest.data<float>().ToArray();
+            for (var r = 0; r < expected.Length; r++)
+            {
+                if (float.IsNaN(expected[r])) Assert.True(float.IsNaN(best[r]), $"row {r}");
+                else Assert.True(Math.Abs(expected[r] - best[r]) <= 1e-6 * Math.Max(1, Math.Abs(expected[r])), $"row {r}: {expected[r]} vs {best[r]}");
+            }
+        }
+        Assert.Equal(7, Decoding.Search.Best(logits).Tokens[1]);
+        using var counted = NewDisposeScope();
+        Decoding.Search.Best(logits);
+        Assert.Equal(0, counted.DisposablesCount); // read in place: no tensor made
+    }
 }

@@ -355,9 +355,7 @@ public sealed class BatchScheduler : IDisposable
         float[]? maxima = null;
         if (active.Count(r => r.Search!.TakesArgmax) > 1)
         {
-            var (best, index) = logits.log_softmax(-1).max(-1);
-            argmax = index.cpu().data<long>().ToArray();
-            maxima = best.cpu().data<float>().ToArray();
+            (argmax, maxima) = Search.Best(logits);
         }
         var keep = new List<long>(total);
         var offset = 0;

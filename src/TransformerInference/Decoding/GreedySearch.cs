@@ -37,6 +37,12 @@ internal sealed class GreedySearch : Search
 
     public override IReadOnlyList<int> Advance(Tensor logits)
     {
+        if (TakesArgmax)
+        {
+            // Plain greedy: each row's best log-probability and its index (on the host for CPU scores).
+            var (tokens, best) = Best(logits);
+            return Take(tokens, best, StepIndex++);
+        }
         var step = StepIndex++;
         var logProbs = logits.log_softmax(-1);
         // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.

@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace TransformerInference.Decoding;
@@ -53,6 +55,62 @@ internal abstract class Search : IDisposable
     /// <paramref name="logProbabilities"/> are each row's argmax of the log-softmax of its scores and that maximum.</summary>
     public virtual IReadOnlyList<int> Advance(ReadOnlySpan<long> tokens, ReadOnlySpan<float> logProbabilities) =>
         throw new NotSupportedException("This search chooses its own tokens.");
+
+    /// <summary>
+    /// Each row's argmax of the log-softmax of <paramref name="logits"/> <c>[rows, vocab]</c> (the first index on ties;
+    /// a row with a NaN gives index 0 and NaN, as LibTorch does) and that log-probability. CPU float32 scores are read in place on the host:
+    /// <c>log p = (x − max) − log Σ exp(x − max)</c>, LibTorch's formula (the exp sum in float32 vector lanes), without
+    /// the log-softmax tensor and two host copies; elsewhere LibTorch's log-softmax and max.
+    /// </summary>
+    internal static unsafe (long[] Tokens, float[] LogProbabilities) Best(Tensor logits)
+    {
+        if (logits.device_type != DeviceType.CPU || logits.dtype != ScalarType.Float32 || logits.dim() != 2 || !logits.is_contiguous())
+        {
+            var (best, index) = logits.log_softmax(-1).max(-1);
+            return (index.cpu().data<long>().ToArray(), best.cpu().data<float>().ToArray());
+        }
+        long rows = logits.shape[0], vocab = logits.shape[1];
+        var tokens = new long[rows];
+        var logProbabilities = new float[rows];
+        if (vocab == 0) return (tokens, logProbabilities);
+        var data = (float*)Modeling.Kernels.PackedLinear.Pointer(logits);
+        for (long r = 0; r < rows; r++)
+        {
+            var x = data + r * vocab;
+            long at = 0;
+            var max = x[0];
+            var nan = float.IsNaN(max);
+            for (long j = 1; j < vocab && !nan; j++)
+            {
+                nan = float.IsNaN(x[j]);
+                if (x[j] > max)
+                {
+                    max = x[j];
+                    at = j;
+                }
+            }
+            // A NaN score makes the whole log-softmax row NaN; LibTorch's max then gives index 0.
+            tokens[r] = nan ? 0 : at;
+            logProbabilities[r] = nan ? float.NaN : (x[at] - max) - MathF.Log(SumOfExp(x, vocab, max));
+        }
+        return (tokens, logProbabilities);
+    }
+
+    /// <summary><c>Σ exp(x − max)</c> in float32: vector lanes, then the lanes and the tail.</summary>
+    private static unsafe float SumOfExp(float* x, long n, float max)
+    {
+        long j = 0;
+        var sum = 0f;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var m = Vector256.Create(max);
+            var lanes = Vector256<float>.Zero;
+            for (; j + Vector256<float>.Count <= n; j += Vector256<float>.Count) lanes += Vector256.Exp(Vector256.Load(x + j) - m);
+            sum = Vector256.Sum(lanes);
+        }
+        for (; j < n; j++) sum += MathF.Exp(x[j] - max);
+        return sum;
+    }
 
     /// <summary>Per input, its hypotheses best first.</summary>
     public abstract IReadOnlyList<IReadOnlyList<Hypothesis>> Results();
