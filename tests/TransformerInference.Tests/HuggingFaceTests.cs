@@ -16,15 +16,27 @@ public class HuggingFaceTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    public static TheoryData<string> Families() => new() { "marian", "m2m100", "nllb", "marian-separate", "m2m100-asym", "mbart", "t5", "flan-t5" };
+    private static readonly string[] FamilyNames = { "marian", "m2m100", "nllb", "marian-separate", "m2m100-asym", "mbart", "t5", "flan-t5" };
+
+    public static TheoryData<string> Families() => new(FamilyNames);
 
     private static string Folder(string family) => Fixtures.Path_("hf-tiny", family);
 
-    /// <summary>The model with LibTorch's weight products. The logits checks run on it: with our own AVX-512 kernels
-    /// (6d09a96) marian-separate's step scores drift to 1.26e-4 from the reference (LibTorch: under 1e-4); a finding
-    /// for the kernels' owners, recorded in the families closing note.</summary>
-    private static TransformerModel LoadReferenceKernel(string family) =>
-        ModelLoader.Load(Folder(family), new ModelLoadOptions { Kernel = Modeling.Kernels.LinearKernel.LibTorch });
+    /// <summary>Every family with LibTorch's products and attention (the reference kernel) and with what a CPU float32
+    /// model gets by default: our weight-product, norm and one-query attention kernels and the raw-memory decode step.</summary>
+    public static TheoryData<string, string> FamiliesAndKernels()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var family in FamilyNames)
+        {
+            data.Add(family, nameof(Modeling.Kernels.LinearKernel.LibTorch));
+            data.Add(family, nameof(Modeling.Kernels.LinearKernel.Auto));
+        }
+        return data;
+    }
+
+    private static TransformerModel Load(string family, string kernel) =>
+        ModelLoader.Load(Folder(family), new ModelLoadOptions { Kernel = Enum.Parse<Modeling.Kernels.LinearKernel>(kernel) });
 
     /// <summary>The fixture's 1e-4, except for the two asymmetric folders, where float32 rounding alone passes it.
     /// The formulas are checked far below float32 rounding by <see cref="HuggingFaceFloat64Tests"/>: run in Float64,
@@ -90,12 +102,12 @@ public class HuggingFaceTests : IDisposable
     private static int[] Full(int start, int eos, Hypothesis h) =>
         new[] { start }.Concat(h.Ids).Concat(h.Finished ? new[] { eos } : Array.Empty<int>()).ToArray();
 
-    [Theory, MemberData(nameof(Families))]
-    public void TeacherForcedLogitsMatch(string family)
+    [Theory, MemberData(nameof(FamiliesAndKernels))]
+    public void TeacherForcedLogitsMatch(string family, string kernel)
     {
         var expected = Expected(family);
         var tolerance = expected.GetProperty("logits_tolerance").GetDouble();
-        using var model = LoadReferenceKernel(family);
+        using var model = Load(family, kernel);
         double Tolerance(string name, int position) => LogitsTolerance(family, tolerance);
         foreach (var c in Cases(family))
         {
@@ -110,13 +122,13 @@ public class HuggingFaceTests : IDisposable
         }
     }
 
-    [Theory, MemberData(nameof(Families))]
-    public void CachedStepLogitsMatch(string family)
+    [Theory, MemberData(nameof(FamiliesAndKernels))]
+    public void CachedStepLogitsMatch(string family, string kernel)
     {
         // The KV-cached path (Start, then one Step per decoder input) gives the reference logits too.
         var expected = Expected(family);
         var tolerance = expected.GetProperty("logits_tolerance").GetDouble();
-        using var model = LoadReferenceKernel(family);
+        using var model = Load(family, kernel);
         foreach (var c in Cases(family))
         {
             var tf = c.GetProperty("teacher_forcing");
@@ -135,11 +147,11 @@ public class HuggingFaceTests : IDisposable
         }
     }
 
-    [Theory, MemberData(nameof(Families))]
-    public void StepScoresOfTheGreedyPathMatch(string family)
+    [Theory, MemberData(nameof(FamiliesAndKernels))]
+    public void StepScoresOfTheGreedyPathMatch(string family, string kernel)
     {
         // step_top2 holds the two best processed scores (raw logits, banned words at -inf) of every unforced step.
-        using var model = LoadReferenceKernel(family);
+        using var model = Load(family, kernel);
         var tolerance = (float)LogitsTolerance(family, Expected(family).GetProperty("logits_tolerance").GetDouble());
         foreach (var c in Cases(family))
         {
