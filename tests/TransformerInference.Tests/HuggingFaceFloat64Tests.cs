@@ -12,7 +12,7 @@ namespace TransformerInference.Tests;
 /// to ~1.3e-4 on marian-separate and m2m100-asym, so a float32 comparison cannot tell a formula error of that size
 /// from rounding. In float64 the rounding is ~1e-13 and every formula (positions, scales, norms, attention, the
 /// lm_head ties, final_logits_bias, asymmetric stacks, separate vocabularies) is checked far below it, on the
-/// uncached decoder, the KV-cached steps and the greedy path's step scores.</summary>
+/// uncached decoder, the KV-cached steps and the greedy path's step scores (teacher-forced over its ids).</summary>
 public class HuggingFaceFloat64Tests
 {
     public static TheoryData<string> Families() => new() { "marian", "marian-separate", "m2m100", "m2m100-asym", "nllb", "mbart" };

@@ -145,6 +145,10 @@ public class HuggingFaceTests : IDisposable
                 Fixtures.AssertClose(rows[p], scores, LogitsTolerance(family, tolerance), $"{name} cached position {p}");
             }
         }
+        // The default CPU path took the raw-memory decode step where the layers allow it (not GELU, not T5's position
+        // bias), and never on the LibTorch kernel.
+        var raw = kernel == nameof(Modeling.Kernels.LinearKernel.Auto) && family is not ("mbart" or "t5" or "flan-t5");
+        Assert.Equal(raw, model.RawStepCount > 0);
     }
 
     [Theory, MemberData(nameof(FamiliesAndKernels))]

@@ -241,11 +241,11 @@ public class StepKernelTests
                     foreach (var c in new[] { raw, plain }) c.Reorder(tensor(new long[] { 1, 2 }));
                     feed = feed.Skip(1).ToArray();
                 }
-                model.RawSteps = true;
+                model.PerTensorSteps = false;
                 var count = model.RawStepCount;
                 var a = model.Step(tensor(feed, new long[] { feed.Length, 1 }), raw);
                 Assert.Equal(count + 1, model.RawStepCount);
-                model.RawSteps = false;
+                model.PerTensorSteps = true;
                 var b = model.Step(tensor(feed, new long[] { feed.Length, 1 }), plain);
                 Assert.Equal(count + 1, model.RawStepCount);
                 if (exact) Assert.Equal(Floats(b), Floats(a));
@@ -255,7 +255,7 @@ public class StepKernelTests
         }
         finally
         {
-            model.RawSteps = true;
+            model.PerTensorSteps = false;
         }
     }
 
@@ -316,19 +316,20 @@ public class StepKernelTests
     }
 
     /// <summary>Greedy's best token and log-probability read on the host from CPU float32 scores, against LibTorch's
-    /// log-softmax and max: ties (first index), a banned (−∞) entry, a row of −∞, a NaN row, and strided scores (which
+    /// log-softmax and max: ties (first index), a banned (−∞) entry, a row of −∞, a NaN row, a row with +∞, and strided scores (which
     /// take LibTorch's path).</summary>
     [Fact]
     public void HostArgmaxMatchesLibTorch()
     {
         using var scope = NewDisposeScope();
         manual_seed(11);
-        var logits = randn(6, 1003).mul(4); // 1003: whole vectors and a tail
+        var logits = randn(7, 1003).mul(4); // 1003: whole vectors and a tail
         logits[1, 7] = logits[1].max() + 1; // a tie: the first of the two wins
         logits[1, 900] = logits[1, 7].clone();
         logits[2, 5] = tensor(float.NegativeInfinity);
         logits[3] = tensor(float.NegativeInfinity);
         logits[4, 17] = tensor(float.NaN);
+        logits[5, 33] = tensor(float.PositiveInfinity); // inf − inf: a NaN row for LibTorch too
         foreach (var scores in new[] { logits, logits.t().contiguous().t() })
         {
             var (tokens, best) = Decoding.Search.Best(scores);
@@ -345,5 +346,17 @@ public class StepKernelTests
         using var counted = NewDisposeScope();
         Decoding.Search.Best(logits);
         Assert.Equal(0, counted.DisposablesCount); // read in place: no tensor made
+    }
+
+    /// <summary>Kernels read tensors through one pointer; TorchSharp's byte span refuses tensors over 2 GiB (a large
+    /// KV cache), so the address comes from a view of the first element there.</summary>
+    [Fact]
+    public void PointerOfATensorOver2GiBIsItsFirstElement()
+    {
+        using var scope = NewDisposeScope();
+        var big = empty(600_000_000L); // 2.4 GB of address space, never written
+        var start = Modeling.Kernels.PackedLinear.Pointer(big);
+        Assert.Equal(Modeling.Kernels.PackedLinear.Pointer(big.narrow(0, 0, 16)), start);
+        Assert.Equal(start + 599_999_984L * sizeof(float), Modeling.Kernels.PackedLinear.Pointer(big.narrow(0, 599_999_984L, 16)));
     }
 }

@@ -58,7 +58,7 @@ internal abstract class Search : IDisposable
 
     /// <summary>
     /// Each row's argmax of the log-softmax of <paramref name="logits"/> <c>[rows, vocab]</c> (the first index on ties;
-    /// a row with a NaN gives index 0 and NaN, as LibTorch does) and that log-probability. CPU float32 scores are read in place on the host:
+    /// a row with a NaN or +inf gives index 0 and NaN, as LibTorch does) and that log-probability. CPU float32 scores are read in place on the host:
     /// <c>log p = (x − max) − log Σ exp(x − max)</c>, LibTorch's formula (the exp sum in float32 vector lanes), without
     /// the log-softmax tensor and two host copies; elsewhere LibTorch's log-softmax and max.
     /// </summary>
@@ -89,9 +89,10 @@ internal abstract class Search : IDisposable
                     at = j;
                 }
             }
-            // A NaN score makes the whole log-softmax row NaN; LibTorch's max then gives index 0.
-            tokens[r] = nan ? 0 : at;
-            logProbabilities[r] = nan ? float.NaN : (x[at] - max) - MathF.Log(SumOfExp(x, vocab, max));
+            // A NaN score, or +inf (inf − inf), makes the whole log-softmax row NaN; LibTorch's max then gives index 0.
+            var undefined = nan || float.IsPositiveInfinity(max);
+            tokens[r] = undefined ? 0 : at;
+            logProbabilities[r] = undefined ? float.NaN : (x[at] - max) - MathF.Log(SumOfExp(x, vocab, max));
         }
         return (tokens, logProbabilities);
     }

@@ -99,13 +99,15 @@ internal sealed class FeedForward : IDisposable
             case FeedForwardKind.Silu:
                 for (long i = 0; i < n; i++) hidden[i] = Silu(hidden[i]);
                 break;
-            default:
+            case FeedForwardKind.SwiGlu:
                 // Row r's half-width result goes to r·half: before its own inputs, after every earlier row's.
                 var half = width / 2;
                 for (long r = 0; r < batch; r++)
                     for (long j = 0; j < half; j++)
                         hidden[r * half + j] = Silu(hidden[r * width + j]) * hidden[r * width + half + j];
                 break;
+            default:
+                throw new InvalidOperationException($"No raw step for the {_kind} feed-forward (RawSteps should have refused it).");
         }
         ((PackedLinear)_out).Run(hidden, output, batch);
     }

@@ -73,7 +73,8 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
                 ? w.Made(_targetEmbeddings.Table.alias())
                 : w.Take("projection_layer.proj.weight", c.TargetVocabSize, c.DModel),
                 w.TakeIf(c.ProjectionBias, "projection_layer.proj.bias", c.TargetVocabSize)));
-            RawSteps = _decoderLayers.All(l => l.RawSteps);
+            _rawCapable = _decoderLayers.All(l => l.RawSteps);
+            _stepScratch = _rawCapable ? _decoderLayers.Max(l => l.StepScratch(c.DModel)) : 0;
             w.EnsureAllTaken();
             ParameterCount = w.TakenElements;
             w.Commit();
@@ -230,9 +231,16 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         return _decoderNorm?.Forward(x) ?? x;
     }
 
-    /// <summary>Whether decode steps run every decoder layer on raw memory (<see cref="TransformerLayer.Step"/>): on
-    /// when every layer has our CPU kernels; tests turn it off to compare with the per-tensor path.</summary>
-    internal bool RawSteps { get; set; }
+    private readonly bool _rawCapable;
+    private readonly long _stepScratch; // floats per row of the raw step's scratch
+
+    /// <summary>Whether decode steps run every decoder layer on raw memory (<see cref="TransformerLayer.Step"/>): when
+    /// every layer has our CPU kernels, unless <see cref="PerTensorSteps"/>.</summary>
+    internal bool RawSteps => _rawCapable && !PerTensorSteps;
+
+    /// <summary>Turns the raw step off (tests compare it with the per-tensor path); it cannot turn it on for a model
+    /// whose layers lack the kernels.</summary>
+    internal bool PerTensorSteps { get; set; }
 
     /// <summary>Decode steps that took the raw path (tests).</summary>
     internal long RawStepCount { get; private set; }
@@ -260,7 +268,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         long d = Config.DModel;
         var (selfMask, selfRow) = AttentionHeads.MaskPointer(mask);
         var (sourceMask, sourceRow) = AttentionHeads.MaskPointer(cache.SourceMask);
-        var size = batch * _decoderLayers.Max(l => l.StepScratch(d));
+        var size = batch * _stepScratch;
         var scratch = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)size));
         try
         {

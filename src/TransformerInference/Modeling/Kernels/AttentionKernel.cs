@@ -27,7 +27,7 @@ internal unsafe struct OneQueryAttention
 /// Face's eager order: the query times the scale, its dot product with every key, minus the largest, exp, divided by
 /// their sum, then the weighted sum of the values. Query head <c>h</c> reads key/value head <c>h / (Heads/KvHeads)</c>.
 /// Masked positions are skipped, so a row's result is the same whatever padding or spare positions it sits beside.
-/// A row with no position to attend gives zeros, as LibTorch's scaled dot product does.
+/// A row with no position to attend gives zeros, as LibTorch's scaled dot product does (2.5 and later; a test pins it).
 /// The weighted sums are one fused multiply-add chain per element over the positions in order (the same bits in
 /// every vector width); the dot products sum vector lanes, so widths agree to rounding.
 /// </summary>

@@ -89,7 +89,14 @@ internal sealed unsafe class PackedLinear : LinearWeight
     /// <summary>The address of a contiguous CPU tensor's first element.</summary>
     internal static IntPtr Pointer(Tensor t)
     {
-        fixed (byte* p = t.bytes) return (IntPtr)p;
+        // Tensor.bytes spans the whole tensor and refuses more than int.MaxValue bytes (a large KV cache or embedding
+        // table): a one-element view of the first element has the same address.
+        if (t.NumberOfElements * t.ElementSize <= int.MaxValue)
+        {
+            fixed (byte* p = t.bytes) return (IntPtr)p;
+        }
+        using var first = t.reshape(-1).narrow(0, 0, 1);
+        fixed (byte* p = first.bytes) return (IntPtr)p;
     }
 
     private void Pack(float* w, int width)
