@@ -204,6 +204,23 @@ public class StepKernelTests
         Assert.Equal(outputs[0], outputs[1]);
     }
 
+    /// <summary>A rotary fixture with random learned positions instead (rotary models keep the per-tensor step): the
+    /// raw step's SwiGLU and grouped-query attention on real weights.</summary>
+    private static TransformerModel WithLearnedPositions(string fixture)
+    {
+        var folder = Fixtures.Path_(fixture.Split('/'));
+        var config = FolderConfig.Read(Path.Combine(folder, "config.json")) with { Positions = PositionKind.Learned };
+        var tensors = SafetensorsFile.Read(Path.Combine(folder, "model.safetensors"));
+        manual_seed(9);
+        tensors["src_pos.embedding.weight"] = randn(config.MaxSourcePositions, config.DModel).mul(0.1);
+        tensors["tgt_pos.embedding.weight"] = randn(config.MaxTargetPositions, config.DModel).mul(0.1);
+        using var w = new WeightSet(tensors, fixture, CPU, ScalarType.Float32)
+        {
+            Kernels = LinearKernels.Choose(LinearKernel.Auto, WeightQuantization.None, CPU, ScalarType.Float32),
+        };
+        return new TransformerModel(config, w);
+    }
+
     /// <summary>Decode steps on raw memory (every decoder layer without a tensor per operation) against the same
     /// model's per-tensor steps: the same kernels in the same order, so ReLU models give the same bits (SiLU's exp
     /// may round differently). Padded sources, a beam-style reorder and a batch that shrinks.</summary>
@@ -212,10 +229,12 @@ public class StepKernelTests
     [InlineData("variants/serial-seed", true)]
     [InlineData("hf-tiny/m2m100", true)]
     [InlineData("hf-tiny/marian", false)] // post-norm, SiLU
+    [InlineData("variants/serial-gqa-rmsnorm-rotary-swiglu+learned", false)] // SwiGLU, 2 KV heads for 4, RMSNorm
     public void RawStepsMatchThePerTensorPath(string fixture, bool exact)
     {
         var parts = fixture.Split('/');
-        using var model = parts.Length == 1
+        using var model = fixture.EndsWith("+learned", StringComparison.Ordinal) ? WithLearnedPositions(fixture[..^"+learned".Length])
+            : parts.Length == 1
             ? ModelLoader.LoadSeedCheckpoint(Fixtures.Path_(fixture, "tmodel.pt"),
                 new ModelLoadOptions { Heads = Fixtures.Json(fixture, "model_args.json").GetProperty("h").GetInt32() })
             : ModelLoader.LoadFolder(Fixtures.Path_(parts));
