@@ -378,4 +378,21 @@ public class StepKernelTests
         Assert.Equal(Modeling.Kernels.PackedLinear.Pointer(big.narrow(0, 0, 16)), start);
         Assert.Equal(start + 599_999_984L * sizeof(float), Modeling.Kernels.PackedLinear.Pointer(big.narrow(0, 599_999_984L, 16)));
     }
+
+    /// <summary>The kernels read a mask as bytes with a row stride, so only the shapes they were written for reach them:
+    /// anything else (a per-head mask, a wrong width or batch, float, strided) stays on LibTorch's path.</summary>
+    [Fact]
+    public void KernelsTakeOnlyMasksOfTheShapeTheyRead()
+    {
+        using var scope = NewDisposeScope();
+        Assert.True(AttentionHeads.KernelMask(null, 2, 5));
+        Assert.True(AttentionHeads.KernelMask(ones(new long[] { 2, 1, 1, 5 }, ScalarType.Bool), 2, 5));
+        Assert.True(AttentionHeads.KernelMask(ones(new long[] { 1, 1, 1, 5 }, ScalarType.Bool), 2, 5)); // one row for all
+        Assert.False(AttentionHeads.KernelMask(ones(new long[] { 2, 1, 1, 5 }, ScalarType.Bool), 2, 6)); // width
+        Assert.False(AttentionHeads.KernelMask(ones(new long[] { 3, 1, 1, 5 }, ScalarType.Bool), 2, 5)); // batch
+        Assert.False(AttentionHeads.KernelMask(ones(new long[] { 2, 4, 1, 5 }, ScalarType.Bool), 2, 5)); // per head
+        Assert.False(AttentionHeads.KernelMask(ones(new long[] { 2, 1, 2, 5 }, ScalarType.Bool), 2, 5)); // two queries
+        Assert.False(AttentionHeads.KernelMask(zeros(new long[] { 2, 1, 1, 5 }), 2, 5)); // float (a bias)
+        Assert.False(AttentionHeads.KernelMask(ones(new long[] { 2, 1, 1, 10 }, ScalarType.Bool).narrow(3, 0, 5), 2, 5)); // strided
+    }
 }

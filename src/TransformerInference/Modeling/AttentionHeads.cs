@@ -46,19 +46,22 @@ internal sealed unsafe class AttentionHeads
     /// </summary>
     public Tensor SelfAttend(Tensor qkv, Tensor? mask, long offset, KvCache? cache, int layer)
     {
-        if (cache is not null && _rotary is null && qkv.shape[1] == 1 && OwnStep(qkv, mask)
-            && (mask is null || mask.shape[3] == cache.Length + 1))
+        if (cache is not null && _rotary is null && qkv.shape[1] == 1 && OwnStep(qkv) && KernelMask(mask, qkv.shape[0], cache.Length + 1))
             return CachedStep(qkv, mask, cache, layer);
         var rest = qkv.shape[^1] - QueryWidth - 2 * KvWidth;
         var parts = qkv.split(rest == 0 ? new[] { QueryWidth, KvWidth, KvWidth } : new[] { QueryWidth, KvWidth, KvWidth, rest }, -1);
         return SelfAttend(parts[0], parts[1], parts[2], mask, offset, cache, layer);
     }
 
-    /// <summary>Whether the kernel runs this step: our CPU kernels, a contiguous input, no mask or a boolean
-    /// <c>[B|1, 1, 1, S]</c> one.</summary>
-    private bool OwnStep(Tensor x, Tensor? mask) =>
-        _kernel is not null && x.is_contiguous()
-        && (mask is null || (mask.dtype == ScalarType.Bool && mask.dim() == 4 && mask.shape[2] == 1 && mask.is_contiguous()));
+    /// <summary>Whether the kernel runs this step: our CPU kernels and a contiguous input.</summary>
+    private bool OwnStep(Tensor x) => _kernel is not null && x.is_contiguous();
+
+    /// <summary>Whether the kernels can read <paramref name="mask"/> for <paramref name="batch"/> rows of one query over
+    /// <paramref name="positions"/> keys: none, or a contiguous boolean <c>[B|1, 1, 1, positions]</c> one (any other
+    /// shape keeps LibTorch's path, which broadcasts or reports it).</summary>
+    internal static bool KernelMask(Tensor? mask, long batch, long positions) =>
+        mask is null || (mask.dtype == ScalarType.Bool && mask.dim() == 4 && (mask.shape[0] == 1 || mask.shape[0] == batch)
+                         && mask.shape[1] == 1 && mask.shape[2] == 1 && mask.shape[3] == positions && mask.is_contiguous());
 
     /// <summary>A boolean mask's bytes and row stride (0 when one row serves all), or null.</summary>
     internal static (IntPtr Bytes, long Row) MaskPointer(Tensor? mask) =>
@@ -140,8 +143,8 @@ internal sealed unsafe class AttentionHeads
     public Tensor Attend(Tensor q, Tensor keys, Tensor values, Tensor? mask, long rotaryOffset = -1, Tensor? rotaryPositions = null)
     {
         long batch = q.shape[0], count = q.shape[1];
-        if (count == 1 && rotaryOffset < 0 && OwnStep(q, mask) && keys.is_contiguous() && values.is_contiguous()
-            && (mask is null || mask.shape[3] == keys.shape[2]))
+        if (count == 1 && rotaryOffset < 0 && OwnStep(q) && keys.is_contiguous() && values.is_contiguous()
+            && keys.shape[0] == batch && KernelMask(mask, batch, keys.shape[2]))
         {
             var attended = empty(new[] { batch, 1, QueryWidth }, ScalarType.Float32);
             var (bytes, row) = MaskPointer(mask);

@@ -217,7 +217,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         }
         if (_decoderEmbedNorm is not null) x = _decoderEmbedNorm.Forward(x);
         mask = WithBias(_decoderBias, mask, count, offset, offset + count);
-        if (count == 1 && RawSteps && _decoderBias is null && x.is_contiguous() && RawMask(mask) && RawMask(cache.SourceMask) && ContiguousCross(cache))
+        if (count == 1 && RawSteps && _decoderBias is null && x.is_contiguous() && x.shape[0] == cache.BatchSize && RawMasks(mask, cache))
             StepLayers(x, mask, cache);
         else
         {
@@ -245,16 +245,23 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// <summary>Decode steps that took the raw path (tests).</summary>
     internal long RawStepCount { get; private set; }
 
-    /// <summary>A mask the raw step reads: none, or a contiguous boolean <c>[B|1, 1, 1, S]</c> one.</summary>
-    private static bool RawMask(Tensor? mask) =>
-        mask is null || (mask.dtype == ScalarType.Bool && mask.dim() == 4 && mask.shape[2] == 1 && mask.is_contiguous());
+    /// <summary>Whether the raw step can read the self-attention mask (this step's <c>Length + 1</c> positions), the
+    /// source mask and the cross-attention keys/values (contiguous, one source width) of every layer.</summary>
+    private bool RawMasks(Tensor? mask, KvCache cache)
+    {
+        var batch = cache.BatchSize;
+        if (_decoderLayers.Length == 0 || !AttentionHeads.KernelMask(mask, batch, cache.Length + 1)) return false;
+        var source = cache.Cross(0).Keys.shape[2];
+        return AttentionHeads.KernelMask(cache.SourceMask, batch, source) && ContiguousCross(cache, batch, source);
+    }
 
-    private bool ContiguousCross(KvCache cache)
+    private bool ContiguousCross(KvCache cache, long batch, long source)
     {
         for (var i = 0; i < _decoderLayers.Length; i++)
         {
             var (k, v) = cache.Cross(i);
-            if (!k.is_contiguous() || !v.is_contiguous()) return false;
+            if (!k.is_contiguous() || !v.is_contiguous() || k.shape[0] != batch || k.shape[2] != source || !v.shape.SequenceEqual(k.shape))
+                return false;
         }
         return true;
     }
