@@ -86,7 +86,7 @@ internal static class Program
         var shape = new Option<string>("--shape")
         {
             Description = "kernels/limits/onnxruntime/products: the model shape", DefaultValueFactory = _ => "base", Recursive = true,
-        }.AcceptOnlyFromAmong("base", "small", "opus-mt", "nllb-600m");
+        }.AcceptOnlyFromAmong(RandomModel.ShapeNames);
         var allKernels = new Option<bool>("--all-kernels") { Description = "kernels: also our portable kernel and LibTorch bfloat16", Recursive = true };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON to this file", Recursive = true };
         var ortInt8 = new Option<string>("--ort-int8")

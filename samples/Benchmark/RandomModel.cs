@@ -38,6 +38,9 @@ internal static class RandomModel
         WeightQuantization quantization = WeightQuantization.None) =>
         FromWeights(c, Weights(c, seed), dtype, quantization);
 
+    /// <summary>The names <see cref="Shape"/> knows.</summary>
+    public static readonly string[] ShapeNames = { "base", "small", "opus-mt", "nllb-600m" };
+
     /// <summary>A named shape: <c>base</c>/<c>small</c> (<see cref="Config"/>), <c>opus-mt</c> (Marian en→de: d_model
     /// 512, 6+6, d_ff 2048, vocab 58,101) or <c>nllb-600m</c> (NLLB-200-distilled-600M: d_model 1024, 12+12, 16 heads,
     /// d_ff 4096, vocab 256,206, one embedding table shared by encoder, decoder and projection, as in NLLB). Only the sizes
@@ -54,7 +57,7 @@ internal static class RandomModel
             SourceVocabSize = 256206, TargetVocabSize = 256206, DModel = 1024, DFF = 4096, EncoderLayers = 12,
             DecoderLayers = 12, Heads = 16, SharedEmbeddings = true, TieOutputProjection = true, ProjectionBias = false,
         },
-        _ => throw new ArgumentException($"Unknown shape '{name}' (base, small, opus-mt, nllb-600m)."),
+        _ => throw new ArgumentException($"Unknown shape '{name}' ({string.Join(", ", ShapeNames)})."),
     };
 
     /// <summary>The random float32 state dict in canonical naming (fixed seed), for callers that also need the

@@ -59,9 +59,14 @@ internal sealed unsafe class AttentionHeads
     /// <summary>Whether the kernels can read <paramref name="mask"/> for <paramref name="batch"/> rows of one query over
     /// <paramref name="positions"/> keys: none, or a contiguous boolean <c>[B|1, 1, 1, positions]</c> one (any other
     /// shape keeps LibTorch's path, which broadcasts or reports it).</summary>
-    internal static bool KernelMask(Tensor? mask, long batch, long positions) =>
-        mask is null || (mask.dtype == ScalarType.Bool && mask.dim() == 4 && (mask.shape[0] == 1 || mask.shape[0] == batch)
-                         && mask.shape[1] == 1 && mask.shape[2] == 1 && mask.shape[3] == positions && mask.is_contiguous());
+    internal static bool KernelMask(Tensor? mask, long batch, long positions)
+    {
+        if (mask is null) return true;
+        if (mask.dtype != ScalarType.Bool) return false;
+        var shape = mask.shape; // one native call and one array (each Tensor.shape read makes both)
+        return shape.Length == 4 && (shape[0] == 1 || shape[0] == batch) && shape[1] == 1 && shape[2] == 1 && shape[3] == positions
+               && mask.is_contiguous();
+    }
 
     /// <summary>A boolean mask's bytes and row stride (0 when one row serves all), or null.</summary>
     internal static (IntPtr Bytes, long Row) MaskPointer(Tensor? mask) =>

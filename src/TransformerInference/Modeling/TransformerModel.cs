@@ -260,7 +260,8 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         for (var i = 0; i < _decoderLayers.Length; i++)
         {
             var (k, v) = cache.Cross(i);
-            if (!k.is_contiguous() || !v.is_contiguous() || k.shape[0] != batch || k.shape[2] != source || !v.shape.SequenceEqual(k.shape))
+            var shape = k.shape; // one native call and one array per read
+            if (!k.is_contiguous() || !v.is_contiguous() || shape[0] != batch || shape[2] != source || !v.shape.AsSpan().SequenceEqual(shape))
                 return false;
         }
         return true;
