@@ -188,14 +188,15 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         CheckIds(target, TargetVocabSize, MaxTargetLength, "target");
         ArgumentNullException.ThrowIfNull(cache);
         cache.ThrowIfDisposed();
-        if (target.shape[0] != cache.BatchSize)
-            throw new ArgumentException($"The target has {target.shape[0]} rows; the cache holds {cache.BatchSize}.", nameof(target));
-        if (cache.Length + target.shape[1] > cache.Capacity)
-            throw new ArgumentException($"The KV cache holds {cache.Capacity} positions; {cache.Length + target.shape[1]} were asked for.", nameof(target));
+        var shape = target.shape; // [B, T]; every Tensor.shape read is a native call and a new array
+        if (shape[0] != cache.BatchSize)
+            throw new ArgumentException($"The target has {shape[0]} rows; the cache holds {cache.BatchSize}.", nameof(target));
+        if (cache.Length + shape[1] > cache.Capacity)
+            throw new ArgumentException($"The KV cache holds {cache.Capacity} positions; {cache.Length + shape[1]} were asked for.", nameof(target));
         // Ids built on the host are checked there (no device reduction and sync per step) and then uploaded.
         if (target.device_type != Device.type || target.device_index != Device.index) target = target.to(Device);
         var offset = cache.Length;
-        var count = target.shape[1];
+        var count = shape[1];
         if (cache.RowLength + count > MaxTargetLength)
             throw new ArgumentException($"The target would reach {cache.RowLength + count} positions; the model has {MaxTargetLength}.", nameof(target));
         Tensor x;
@@ -217,7 +218,7 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
         }
         if (_decoderEmbedNorm is not null) x = _decoderEmbedNorm.Forward(x);
         mask = WithBias(_decoderBias, mask, count, offset, offset + count);
-        if (count == 1 && RawSteps && _decoderBias is null && x.is_contiguous() && x.shape[0] == cache.BatchSize && RawMasks(mask, cache))
+        if (count == 1 && RawSteps && _decoderBias is null && x.is_contiguous() && RawMasks(mask, cache))
             StepLayers(x, mask, cache);
         else
         {
