@@ -81,13 +81,14 @@ public class StepKernelTests
     /// <summary>Cross-attention shaped: one query per row over S keys, boolean source masks (padding at the end, a
     /// hole in the middle, a row with nothing to attend, one mask row for all), every grouping of query heads.</summary>
     [Theory]
-    [InlineData(8)]
-    [InlineData(2)]
-    [InlineData(1)]
-    public void OneQueryAttentionMatchesLibTorch(int kvHeads)
+    [InlineData(8, 11)]
+    [InlineData(2, 11)]
+    [InlineData(1, 11)]
+    [InlineData(2, 2100)] // a long source: the weights' buffer is rented instead of on the stack
+    public void OneQueryAttentionMatchesLibTorch(int kvHeads, int positions)
     {
         using var scope = NewDisposeScope();
-        const int heads = 8, d = 20, batch = 4, positions = 11; // d = 20: full vectors and tails in every width
+        const int heads = 8, d = 20, batch = 4; // d = 20: full vectors and tails in every width
         manual_seed(kvHeads);
         var config = Config(NormKind.Seed, heads * d, heads, kvHeads);
         var q = randn(batch, 1, heads * d);

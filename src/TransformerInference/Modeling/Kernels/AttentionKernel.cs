@@ -35,6 +35,8 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
 {
     private const int StackPositions = 2048;
 
+    // Not zeroed: every slot is written before it is read (the exp pass's lanes past the last position never are).
+    [SkipLocalsInit]
     public static void Run(in OneQueryAttention a)
     {
         var d = a.HeadDim;
@@ -42,20 +44,28 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         var query = stackalloc float[d];
         // Room for one vector past the last position: the exp pass runs over whole vectors.
         var room = a.Positions + TOps.Count;
-        Span<float> weights = room <= StackPositions ? stackalloc float[room] : new float[room];
-        fixed (float* p = weights)
+        var rented = room <= StackPositions ? null : System.Buffers.ArrayPool<float>.Shared.Rent(room); // long sources
+        Span<float> weights = rented ?? stackalloc float[room];
+        try
         {
-            for (var b = 0; b < a.Batch; b++)
+            fixed (float* p = weights)
             {
-                var mask = a.Mask == null ? null : a.Mask + b * a.MaskRow;
-                for (var h = 0; h < a.Heads; h++)
+                for (var b = 0; b < a.Batch; b++)
                 {
-                    var g = h / group;
-                    Head(a.Queries + b * a.QueryRow + (long)h * d, a.Keys + b * a.KvRow + g * a.KvHead,
-                        a.Values + b * a.KvRow + g * a.KvHead, mask, a.Positions, d, a.Scale, query, p,
-                        a.Output + ((long)b * a.Heads + h) * d);
+                    var mask = a.Mask == null ? null : a.Mask + b * a.MaskRow;
+                    for (var h = 0; h < a.Heads; h++)
+                    {
+                        var g = h / group;
+                        Head(a.Queries + b * a.QueryRow + (long)h * d, a.Keys + b * a.KvRow + g * a.KvHead,
+                            a.Values + b * a.KvRow + g * a.KvHead, mask, a.Positions, d, a.Scale, query, p,
+                            a.Output + ((long)b * a.Heads + h) * d);
+                    }
                 }
             }
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
     }
 
