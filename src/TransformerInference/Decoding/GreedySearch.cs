@@ -44,26 +44,20 @@ internal sealed class GreedySearch : Search
             return Take(tokens, best, StepIndex++);
         }
         var step = StepIndex++;
-        var logProbs = logits.log_softmax(-1);
-        // Processors rewrite raw logits (as Hugging Face's do); reported scores stay the model's log-probabilities.
+        // Processors rewrite a copy of the raw logits (as Hugging Face's do); reported scores stay the model's
+        // log-probabilities.
         var live = _live;
         var scores = Processing.Process(logits, () => live.Select(i => (IReadOnlyList<int>)_histories[i]).ToList(), step);
-        long[] next;
-        float[] chosen;
         if (_sampler is null && ReferenceEquals(scores, logits))
         {
-            // Plain greedy: the best log-probability and its index in one op.
-            var (best, index) = logProbs.max(-1);
-            next = index.cpu().data<long>().ToArray();
-            chosen = best.cpu().data<float>().ToArray();
+            // No processor changed anything this step: plain greedy after all.
+            var (tokens, best) = Best(logits);
+            return Take(tokens, best, step);
         }
-        else
-        {
-            var picked = _sampler is null ? scores.argmax(-1, keepdim: true)
-                : tensor(_sampler.Choose(scores, live), new long[] { live.Length, 1 }).to(logits.device);
-            next = picked.cpu().data<long>().ToArray();
-            chosen = logProbs.gather(1, picked).cpu().data<float>().ToArray();
-        }
+        var picked = _sampler is null ? scores.argmax(-1, keepdim: true)
+            : tensor(_sampler.Choose(scores, live), new long[] { live.Length, 1 }).to(logits.device);
+        var next = picked.cpu().data<long>().ToArray();
+        var chosen = logits.log_softmax(-1).gather(1, picked).cpu().data<float>().ToArray();
         return Take(next, chosen, step);
     }
 
