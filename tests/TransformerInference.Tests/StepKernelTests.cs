@@ -81,14 +81,15 @@ public class StepKernelTests
     /// <summary>Cross-attention shaped: one query per row over S keys, boolean source masks (padding at the end, a
     /// hole in the middle, a row with nothing to attend, one mask row for all), every grouping of query heads.</summary>
     [Theory]
-    [InlineData(8, 11)]
-    [InlineData(2, 11)]
-    [InlineData(1, 11)]
-    [InlineData(2, 2100)] // a long source: the weights' buffer is rented instead of on the stack
-    public void OneQueryAttentionMatchesLibTorch(int kvHeads, int positions)
+    [InlineData(8, 11, 20)] // d = 20: full vectors and tails in every width
+    [InlineData(2, 11, 20)]
+    [InlineData(1, 11, 20)]
+    [InlineData(2, 2100, 20)] // a long source: the weights' buffer is rented instead of on the stack
+    [InlineData(8, 19, 68)] // d = 68: the eight- and four-vector weighted sums, then tails
+    public void OneQueryAttentionMatchesLibTorch(int kvHeads, int positions, int d)
     {
         using var scope = NewDisposeScope();
-        const int heads = 8, d = 20, batch = 4; // d = 20: full vectors and tails in every width
+        const int heads = 8, batch = 4;
         manual_seed(kvHeads);
         var config = Config(NormKind.Seed, heads * d, heads, kvHeads);
         var q = randn(batch, 1, heads * d);

@@ -81,6 +81,7 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         // Every position's dot product, four keys at a time (four independent chains; each key's sum is the same as
         // alone). Masked positions are computed too; their results are never read.
         var j0 = 0;
+        for (; j0 + 8 <= positions; j0 += 8) Dot8(query, keys + (long)j0 * d, d, p + j0);
         for (; j0 + 4 <= positions; j0 += 4) Dot4(query, keys + (long)j0 * d, d, p + j0);
         for (; j0 < positions; j0++) p[j0] = Dot(query, keys + (long)j0 * d, d);
 
@@ -105,19 +106,123 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         for (var j = 0; j < positions; j++)
             if (mask == null || mask[j] != 0) sum += p[j];
 
-        // output = Σ_j p_j · v_j, one fused multiply-add per element and position, positions in order; the row of
-        // sums stays in L1 between positions (every vector of it is an independent chain).
-        new Span<float>(output, d).Clear();
-        var v = values;
+        for (var j = 0; j < positions; j++)
+            if (mask == null || mask[j] != 0) p[j] /= sum;
+
+        // output = Σ_j p_j · v_j, one fused multiply-add per element and position, positions in order, from zero:
+        // up to eight vectors of the output row at a time stay in registers over all positions.
+        i = 0;
+        for (; i + 8 * c <= d; i += 8 * c) WeightedSum8(p, values + i, mask, positions, d, output + i);
+        for (; i + 4 * c <= d; i += 4 * c) WeightedSum4(p, values + i, mask, positions, d, output + i);
+        for (; i + c <= d; i += c) WeightedSum1(p, values + i, mask, positions, d, output + i);
+        for (; i < d; i++)
+        {
+            var acc = 0f;
+            for (var j = 0; j < positions; j++)
+                if (mask == null || mask[j] != 0) acc = MathF.FusedMultiplyAdd(p[j], values[(long)j * d + i], acc);
+            output[i] = acc;
+        }
+    }
+
+    /// <summary>Eight output vectors from <paramref name="output"/>: <c>Σ_j p_j · v_j</c> over the attended positions in
+    /// order (each element one fused multiply-add chain from zero, as <see cref="WeightedSum1"/>).</summary>
+    private static void WeightedSum8(float* p, float* v, byte* mask, int positions, int d, float* output)
+    {
+        var c = TOps.Count;
+        TV a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
         for (var j = 0; j < positions; j++, v += d)
         {
             if (mask != null && mask[j] == 0) continue;
-            var weight = p[j] / sum;
-            var w = TOps.Create(weight);
-            i = 0;
-            for (; i + c <= d; i += c) TOps.Store(output + i, TOps.MultiplyAdd(w, TOps.Load(v + i), TOps.Load(output + i)));
-            for (; i < d; i++) output[i] = MathF.FusedMultiplyAdd(weight, v[i], output[i]);
+            var w = TOps.Broadcast(p + j);
+            a0 = TOps.MultiplyAdd(w, TOps.Load(v), a0);
+            a1 = TOps.MultiplyAdd(w, TOps.Load(v + c), a1);
+            a2 = TOps.MultiplyAdd(w, TOps.Load(v + 2 * c), a2);
+            a3 = TOps.MultiplyAdd(w, TOps.Load(v + 3 * c), a3);
+            a4 = TOps.MultiplyAdd(w, TOps.Load(v + 4 * c), a4);
+            a5 = TOps.MultiplyAdd(w, TOps.Load(v + 5 * c), a5);
+            a6 = TOps.MultiplyAdd(w, TOps.Load(v + 6 * c), a6);
+            a7 = TOps.MultiplyAdd(w, TOps.Load(v + 7 * c), a7);
         }
+        TOps.Store(output, a0);
+        TOps.Store(output + c, a1);
+        TOps.Store(output + 2 * c, a2);
+        TOps.Store(output + 3 * c, a3);
+        TOps.Store(output + 4 * c, a4);
+        TOps.Store(output + 5 * c, a5);
+        TOps.Store(output + 6 * c, a6);
+        TOps.Store(output + 7 * c, a7);
+    }
+
+    /// <summary>Four output vectors, as <see cref="WeightedSum8"/>.</summary>
+    private static void WeightedSum4(float* p, float* v, byte* mask, int positions, int d, float* output)
+    {
+        var c = TOps.Count;
+        TV a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+        for (var j = 0; j < positions; j++, v += d)
+        {
+            if (mask != null && mask[j] == 0) continue;
+            var w = TOps.Broadcast(p + j);
+            a0 = TOps.MultiplyAdd(w, TOps.Load(v), a0);
+            a1 = TOps.MultiplyAdd(w, TOps.Load(v + c), a1);
+            a2 = TOps.MultiplyAdd(w, TOps.Load(v + 2 * c), a2);
+            a3 = TOps.MultiplyAdd(w, TOps.Load(v + 3 * c), a3);
+        }
+        TOps.Store(output, a0);
+        TOps.Store(output + c, a1);
+        TOps.Store(output + 2 * c, a2);
+        TOps.Store(output + 3 * c, a3);
+    }
+
+    /// <summary>One output vector: <c>Σ_j p_j · v_j</c>, one fused multiply-add chain per element from zero.</summary>
+    private static void WeightedSum1(float* p, float* v, byte* mask, int positions, int d, float* output)
+    {
+        var a = TOps.Zero;
+        for (var j = 0; j < positions; j++, v += d)
+            if (mask == null || mask[j] != 0) a = TOps.MultiplyAdd(TOps.Broadcast(p + j), TOps.Load(v), a);
+        TOps.Store(output, a);
+    }
+
+    /// <summary>Eight consecutive keys' dot products with <paramref name="a"/>, each summed as <see cref="Dot"/> does
+    /// (eight independent chains instead of four: the loop is bound by throughput, not by the chains' latency).</summary>
+    private static void Dot8(float* a, float* k, int d, float* result)
+    {
+        var c = TOps.Count;
+        TV s0 = TOps.Zero, s1 = TOps.Zero, s2 = TOps.Zero, s3 = TOps.Zero, s4 = TOps.Zero, s5 = TOps.Zero, s6 = TOps.Zero, s7 = TOps.Zero;
+        float* k1 = k + d, k2 = k + 2 * d, k3 = k + 3 * d, k4 = k + 4 * d, k5 = k + 5 * d, k6 = k + 6 * d, k7 = k + 7 * d;
+        var i = 0;
+        for (; i + c <= d; i += c)
+        {
+            var q = TOps.Load(a + i);
+            s0 = TOps.MultiplyAdd(q, TOps.Load(k + i), s0);
+            s1 = TOps.MultiplyAdd(q, TOps.Load(k1 + i), s1);
+            s2 = TOps.MultiplyAdd(q, TOps.Load(k2 + i), s2);
+            s3 = TOps.MultiplyAdd(q, TOps.Load(k3 + i), s3);
+            s4 = TOps.MultiplyAdd(q, TOps.Load(k4 + i), s4);
+            s5 = TOps.MultiplyAdd(q, TOps.Load(k5 + i), s5);
+            s6 = TOps.MultiplyAdd(q, TOps.Load(k6 + i), s6);
+            s7 = TOps.MultiplyAdd(q, TOps.Load(k7 + i), s7);
+        }
+        float r0 = TOps.Sum(s0), r1 = TOps.Sum(s1), r2 = TOps.Sum(s2), r3 = TOps.Sum(s3);
+        float r4 = TOps.Sum(s4), r5 = TOps.Sum(s5), r6 = TOps.Sum(s6), r7 = TOps.Sum(s7);
+        for (; i < d; i++)
+        {
+            r0 = MathF.FusedMultiplyAdd(a[i], k[i], r0);
+            r1 = MathF.FusedMultiplyAdd(a[i], k1[i], r1);
+            r2 = MathF.FusedMultiplyAdd(a[i], k2[i], r2);
+            r3 = MathF.FusedMultiplyAdd(a[i], k3[i], r3);
+            r4 = MathF.FusedMultiplyAdd(a[i], k4[i], r4);
+            r5 = MathF.FusedMultiplyAdd(a[i], k5[i], r5);
+            r6 = MathF.FusedMultiplyAdd(a[i], k6[i], r6);
+            r7 = MathF.FusedMultiplyAdd(a[i], k7[i], r7);
+        }
+        result[0] = r0;
+        result[1] = r1;
+        result[2] = r2;
+        result[3] = r3;
+        result[4] = r4;
+        result[5] = r5;
+        result[6] = r6;
+        result[7] = r7;
     }
 
     /// <summary>Four consecutive keys' dot products with <paramref name="a"/>, each summed as <see cref="Dot"/> does.</summary>

@@ -104,6 +104,10 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 var s = Offset(scale, p * width);
                 var b = Offset(bias, p * width);
                 var r = 0;
+                // Six rows at a time (twelve accumulators: more FMAs per weight loaded), except that eight rows go as
+                // 4 + 4 rather than 6 + 1 + 1; the rest four at a time, then one.
+                for (; r + 6 <= rows && rows - r != 8; r += 6)
+                    Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
                 for (; r + 4 <= rows; r += 4)
                     Rows4(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
                 for (; r < rows; r++)
@@ -161,6 +165,45 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         TOps.Store(scratch, lo);
         TOps.Store(scratch + c, hi);
         for (var j = 0; j < columns; j++) y[j] = scratch[j];
+    }
+
+    /// <summary>Six rows against one panel: as <see cref="Rows4"/> with twelve chains, so the panel's first pass (the
+    /// one that reads it from memory) asks for fewer bytes per cycle and the FMA units have more independent work.</summary>
+    private static void Rows6(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch)
+    {
+        var c = TOps.Count;
+        var step = 2 * c * TFormat.Size;
+        TV a0 = TOps.Zero, b0 = TOps.Zero, a1 = TOps.Zero, b1 = TOps.Zero, a2 = TOps.Zero, b2 = TOps.Zero;
+        TV a3 = TOps.Zero, b3 = TOps.Zero, a4 = TOps.Zero, b4 = TOps.Zero, a5 = TOps.Zero, b5 = TOps.Zero;
+        float* x0 = x, x1 = x + k, x2 = x + 2 * k, x3 = x + 3 * k, x4 = x + 4 * k, x5 = x + 5 * k;
+        for (var i = 0; i < k; i++, w += step)
+        {
+            TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
+            var v = TOps.Broadcast(x0 + i);
+            a0 = TOps.MultiplyAdd(lo, v, a0);
+            b0 = TOps.MultiplyAdd(hi, v, b0);
+            v = TOps.Broadcast(x1 + i);
+            a1 = TOps.MultiplyAdd(lo, v, a1);
+            b1 = TOps.MultiplyAdd(hi, v, b1);
+            v = TOps.Broadcast(x2 + i);
+            a2 = TOps.MultiplyAdd(lo, v, a2);
+            b2 = TOps.MultiplyAdd(hi, v, b2);
+            v = TOps.Broadcast(x3 + i);
+            a3 = TOps.MultiplyAdd(lo, v, a3);
+            b3 = TOps.MultiplyAdd(hi, v, b3);
+            v = TOps.Broadcast(x4 + i);
+            a4 = TOps.MultiplyAdd(lo, v, a4);
+            b4 = TOps.MultiplyAdd(hi, v, b4);
+            v = TOps.Broadcast(x5 + i);
+            a5 = TOps.MultiplyAdd(lo, v, a5);
+            b5 = TOps.MultiplyAdd(hi, v, b5);
+        }
+        Store(y, columns, a0, b0, scale, bias, scratch);
+        Store(y + n, columns, a1, b1, scale, bias, scratch);
+        Store(y + 2 * n, columns, a2, b2, scale, bias, scratch);
+        Store(y + 3 * n, columns, a3, b3, scale, bias, scratch);
+        Store(y + 4 * n, columns, a4, b4, scale, bias, scratch);
+        Store(y + 5 * n, columns, a5, b5, scale, bias, scratch);
     }
 
     private static void Rows4(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch)
