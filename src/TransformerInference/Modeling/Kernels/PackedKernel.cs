@@ -105,11 +105,20 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 var b = Offset(bias, p * width);
                 var r = 0;
                 // Six rows at a time (twelve accumulators: more FMAs per weight loaded), except that eight rows go as
-                // 4 + 4 rather than 6 + 1 + 1; the rest four at a time, then one.
+                // 4 + 4 rather than 6 + 1 + 1; then four at a time; two or three left go in one three-row pass (six
+                // chains instead of two per row: the one-row kernel waits on its two chains' latency), the third row
+                // repeating the second when two are left (same bits, written twice); one left goes alone.
                 for (; r + 6 <= rows && rows - r != 8; r += 6)
                     Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
                 for (; r + 4 <= rows; r += 4)
                     Rows4(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
+                if (rows - r >= 2)
+                {
+                    var y0 = yb + p * width;
+                    Rows3(xb + (long)r * k, xb + (long)(r + 1) * k, xb + (long)(rows - 1) * k, k, panel,
+                        y0 + (long)r * n, y0 + (long)(r + 1) * n, y0 + (long)(rows - 1) * n, columns, s, b, scratch);
+                    r = rows;
+                }
                 for (; r < rows; r++)
                     Row1(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, columns, s, b, scratch);
             }
@@ -233,6 +242,31 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         Store(y + n, columns, a1, b1, scale, bias, scratch);
         Store(y + 2 * n, columns, a2, b2, scale, bias, scratch);
         Store(y + 3 * n, columns, a3, b3, scale, bias, scratch);
+    }
+
+    /// <summary>Three rows (any three: each has its own input and output row) against one panel, six chains.</summary>
+    private static void Rows3(float* x0, float* x1, float* x2, int k, byte* w, float* y0, float* y1, float* y2, int columns,
+        float* scale, float* bias, float* scratch)
+    {
+        var c = TOps.Count;
+        var step = 2 * c * TFormat.Size;
+        TV a0 = TOps.Zero, b0 = TOps.Zero, a1 = TOps.Zero, b1 = TOps.Zero, a2 = TOps.Zero, b2 = TOps.Zero;
+        for (var i = 0; i < k; i++, w += step)
+        {
+            TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
+            var v = TOps.Broadcast(x0 + i);
+            a0 = TOps.MultiplyAdd(lo, v, a0);
+            b0 = TOps.MultiplyAdd(hi, v, b0);
+            v = TOps.Broadcast(x1 + i);
+            a1 = TOps.MultiplyAdd(lo, v, a1);
+            b1 = TOps.MultiplyAdd(hi, v, b1);
+            v = TOps.Broadcast(x2 + i);
+            a2 = TOps.MultiplyAdd(lo, v, a2);
+            b2 = TOps.MultiplyAdd(hi, v, b2);
+        }
+        Store(y0, columns, a0, b0, scale, bias, scratch);
+        Store(y1, columns, a1, b1, scale, bias, scratch);
+        Store(y2, columns, a2, b2, scale, bias, scratch);
     }
 
     private static void Row1(float* x, int k, byte* w, float* y, int columns, float* scale, float* bias, float* scratch)
