@@ -37,9 +37,9 @@ public class KernelTests
         manual_seed(outFeatures);
         var weight = randn(outFeatures, inFeatures);
         var bias = withBias ? randn(outFeatures) : null;
-        // 8 rows: 4 + 4; 9: 6 + 3; 14: 6 + 6 + 2 (a three-row pass repeating its second row); 16: 6 + 6 + 4; 70: two row
-        // blocks; 130: LibTorch's product on the unpacked weights.
-        foreach (var rows in new[] { 1, 2, 3, 4, 5, 8, 9, 14, 16, 70, PackedLinear.LibTorchRows + 2 })
+        // 8 rows: 4 + 4; 9: 6 + 3; 13: 6 + 4 + 3; 14: 6 + 6 + 2 (a three-row pass repeating its second row);
+        // 16: 6 + 6 + 4; 70: two row blocks; 130: LibTorch's product on the unpacked weights.
+        foreach (var rows in new[] { 1, 2, 3, 4, 5, 8, 9, 13, 14, 16, 70, PackedLinear.LibTorchRows + 2 })
         {
             var x = randn(rows, inFeatures);
             var expected = F.linear(x, weight, bias).data<float>().ToArray();

@@ -104,11 +104,12 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 var s = Offset(scale, p * width);
                 var b = Offset(bias, p * width);
                 var r = 0;
-                // Six rows at a time (twelve accumulators: more FMAs per weight loaded), except that eight rows go as
-                // 4 + 4 rather than 6 + 1 + 1; then four at a time; two or three left go in one three-row pass (six
-                // chains instead of two per row: the one-row kernel waits on its two chains' latency), the third row
-                // repeating the second when two are left (same bits, written twice); one left goes alone.
-                for (; r + 6 <= rows && rows - r != 8; r += 6)
+                // Six rows at a time (twelve accumulators: more FMAs per weight loaded), except that the last seven or
+                // eight rows go as 4 + 3 or 4 + 4 rather than 6 + 1 (+ 1); then four at a time; two or three left go in
+                // one three-row pass (six chains instead of two per row: the one-row kernel waits on its two chains'
+                // latency), the third row repeating the second when two are left (same bits, written twice); one left
+                // goes alone.
+                for (; r + 6 <= rows && rows - r is not (7 or 8); r += 6)
                     Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
                 for (; r + 4 <= rows; r += 4)
                     Rows4(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
