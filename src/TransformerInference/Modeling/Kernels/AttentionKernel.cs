@@ -78,8 +78,8 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         for (; i + c <= d; i += c) TOps.Store(query + i, TOps.Multiply(TOps.Load(q + i), s));
         for (; i < d; i++) query[i] = q[i] * scale;
 
-        // Every position's dot product, four keys at a time (four independent chains; each key's sum is the same as
-        // alone). Masked positions are computed too; their results are never read.
+        // Every position's dot product, eight then four keys at a time (independent chains; each key's sum is the same
+        // as alone). Masked positions are computed too; their results are never read.
         var j0 = 0;
         for (; j0 + 8 <= positions; j0 += 8) Dot8(query, keys + (long)j0 * d, d, p + j0);
         for (; j0 + 4 <= positions; j0 += 4) Dot4(query, keys + (long)j0 * d, d, p + j0);
@@ -124,8 +124,9 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         }
     }
 
-    /// <summary>Eight output vectors from <paramref name="output"/>: <c>Σ_j p_j · v_j</c> over the attended positions in
-    /// order (each element one fused multiply-add chain from zero, as <see cref="WeightedSum1"/>).</summary>
+    /// <summary>Eight output vectors at <paramref name="output"/>: <c>Σ_j p_j · v_j</c> over the attended positions in
+    /// order, <paramref name="p"/> already divided by their sum (each element one fused multiply-add chain from zero,
+    /// as in <see cref="WeightedSum1"/>).</summary>
     private static void WeightedSum8(float* p, float* v, byte* mask, int positions, int d, float* output)
     {
         var c = TOps.Count;
