@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace TransformerInference.Modeling.Kernels;
 
@@ -109,8 +110,15 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 // one three-row pass (six chains instead of two per row: the one-row kernel waits on its two chains'
                 // latency), the third row repeating the second when two are left (same bits, written twice); one left
                 // goes alone.
-                for (; r + 6 <= rows && rows - r is not (7 or 8); r += 6)
-                    Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
+                // float32 only: during the second six-row pass (the first when there is one), the next panel is
+                // prefetched into L2, one line per k step, so the next panel's first pass does not wait on memory (a
+                // float32 panel is read at 64 B per k step, more than memory gives one core; int8 and bf16 are not).
+                var prefetchPass = -1;
+                if (TFormat.Size == 4 && Sse.IsSupported && p + 1 < panels)
+                    for (var left = rows - r; left >= 6 && left is not (7 or 8) && prefetchPass < 1; left -= 6) prefetchPass++;
+                for (var pass = 0; r + 6 <= rows && rows - r is not (7 or 8); r += 6, pass++)
+                    Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch,
+                        pass == prefetchPass ? panel + panelBytes : null);
                 for (; r + 4 <= rows; r += 4)
                     Rows4(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
                 if (rows - r >= 2)
@@ -178,8 +186,10 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
     }
 
     /// <summary>Six rows against one panel: as <see cref="Rows4"/> with twelve chains, so the panel's first pass (the
-    /// one that reads it from memory) asks for fewer bytes per cycle and the FMA units have more independent work.</summary>
-    private static void Rows6(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch)
+    /// one that reads it from memory) asks for fewer bytes per cycle and the FMA units have more independent work.
+    /// <paramref name="prefetch"/>: null, or a panel of the same size to prefetch into L2 meanwhile.</summary>
+    private static void Rows6(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch,
+        byte* prefetch)
     {
         var c = TOps.Count;
         var step = 2 * c * TFormat.Size;
@@ -188,6 +198,12 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         float* x0 = x, x1 = x + k, x2 = x + 2 * k, x3 = x + 3 * k, x4 = x + 4 * k, x5 = x + 5 * k;
         for (var i = 0; i < k; i++, w += step)
         {
+            if (prefetch != null)
+            {
+                Sse.Prefetch1(prefetch);
+                if (step > 64) Sse.Prefetch1(prefetch + 64); // a 512-bit panel row is two cache lines
+                prefetch += step;
+            }
             TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x0 + i);
             a0 = TOps.MultiplyAdd(lo, v, a0);
