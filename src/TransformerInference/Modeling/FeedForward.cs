@@ -94,7 +94,7 @@ internal sealed class FeedForward : IDisposable
         switch (_kind)
         {
             case FeedForwardKind.Relu:
-                Relu(hidden, n);
+                StepKernels.Relu(hidden, n);
                 break;
             case FeedForwardKind.Silu:
                 for (long i = 0; i < n; i++) hidden[i] = Silu(hidden[i]);
@@ -113,25 +113,6 @@ internal sealed class FeedForward : IDisposable
     }
 
     private static float Silu(float x) => x / (1 + MathF.Exp(-x));
-
-    /// <summary><c>h &lt; 0 ? 0 : h</c> in place, a vector at a time (no branch per element: the signs of a hidden
-    /// row are random, so a branch mispredicts half the time). NaN and −0 pass through unchanged, as in the
-    /// scalar form.</summary>
-    private static unsafe void Relu(float* h, long n)
-    {
-        long i = 0;
-        var count = System.Numerics.Vector<float>.Count;
-        if (System.Numerics.Vector.IsHardwareAccelerated)
-        {
-            var zero = System.Numerics.Vector<float>.Zero;
-            for (; i + count <= n; i += count)
-            {
-                var v = System.Numerics.Vector.Load(h + i);
-                System.Numerics.Vector.Store(System.Numerics.Vector.ConditionalSelect(System.Numerics.Vector.LessThan(v, zero), zero, v), h + i);
-            }
-        }
-        for (; i < n; i++) h[i] = h[i] < 0 ? 0 : h[i];
-    }
 
     public Tensor Forward(Tensor x) =>
         _out.Forward(Activate(_kind, _in.Forward(x)));

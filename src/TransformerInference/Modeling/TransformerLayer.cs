@@ -126,16 +126,7 @@ internal sealed class TransformerLayer : IDisposable
         }
         _ffnNorm!.Run(x, output, x, normed, batch);
         _feedForward!.Step(normed, batch, hidden, output);
-        AddInPlace(x, output, batch * dModel);
-    }
-
-    /// <summary><c>x[i] += y[i]</c> (one rounding each, as a tensor add), a vector at a time.</summary>
-    private static unsafe void AddInPlace(float* x, float* y, long n)
-    {
-        long i = 0;
-        var count = System.Numerics.Vector<float>.Count;
-        for (; i + count <= n; i += count) System.Numerics.Vector.Store(System.Numerics.Vector.Load(x + i) + System.Numerics.Vector.Load(y + i), x + i);
-        for (; i < n; i++) x[i] += y[i];
+        StepKernels.AddInPlace(x, output, batch * dModel);
     }
 
     public void Dispose()

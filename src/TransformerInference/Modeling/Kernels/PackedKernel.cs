@@ -87,6 +87,12 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         for (long r0 = 0; r0 < m; r0 += RowBlock)
         {
             var rows = (int)Math.Min(RowBlock, m - r0);
+            // Six rows at a time (twelve accumulators: more FMAs per weight loaded), except that the last seven or eight
+            // go as 4 + 3 or 4 + 4 rather than 6 + 1 (+ 1); then four at a time; two or three left go in one three-row
+            // pass (six chains instead of two per row: the one-row kernel waits on its two chains' latency), the third
+            // row repeating the second when two are left (same bits, written twice); one left goes alone.
+            var sixes = 0;
+            for (var left = rows; left >= 6 && left is not (7 or 8); left -= 6) sixes++;
             var xb = x + r0 * k;
             var yb = y + r0 * n;
             var p = firstPanel;
@@ -105,18 +111,11 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 var s = Offset(scale, p * width);
                 var b = Offset(bias, p * width);
                 var r = 0;
-                // Six rows at a time (twelve accumulators: more FMAs per weight loaded), except that the last seven or
-                // eight rows go as 4 + 3 or 4 + 4 rather than 6 + 1 (+ 1); then four at a time; two or three left go in
-                // one three-row pass (six chains instead of two per row: the one-row kernel waits on its two chains'
-                // latency), the third row repeating the second when two are left (same bits, written twice); one left
-                // goes alone.
                 // float32 only: during the second six-row pass (the first when there is one), the next panel is
                 // prefetched into L2, one line per k step, so the next panel's first pass does not wait on memory (a
                 // float32 panel is read at 64 B per k step, more than memory gives one core; int8 and bf16 are not).
-                var prefetchPass = -1;
-                if (TFormat.Size == 4 && Sse.IsSupported && p + 1 < panels)
-                    for (var left = rows - r; left >= 6 && left is not (7 or 8) && prefetchPass < 1; left -= 6) prefetchPass++;
-                for (var pass = 0; r + 6 <= rows && rows - r is not (7 or 8); r += 6, pass++)
+                var prefetchPass = TFormat.Size == 4 && Sse.IsSupported && p + 1 < panels ? Math.Min(1, sixes - 1) : -1;
+                for (var pass = 0; pass < sixes; pass++, r += 6)
                     Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch,
                         pass == prefetchPass ? panel + panelBytes : null);
                 for (; r + 4 <= rows; r += 4)
