@@ -94,12 +94,18 @@ public class KernelTests
         foreach (var rows in new[] { 6, PackedLinear.LibTorchRows + 6 })
         {
             var input = x.narrow(1, 0, rows);
-            // int8 reference written out independently: symmetric per output channel, round half to even.
+            // int8 reference written out independently: weights symmetric per output channel (max|w| / 127), each row of
+            // the activations symmetric on the int16 grid whose int32 sums cannot overflow, both rounded half to even;
+            // the integer products summed in float64 (exact here), then scaled.
             var scale = weight.abs().amax(new long[] { 1 }, keepdim: true) / 127;
             var q = (weight / where(scale == 0, ones_like(scale), scale)).round().clamp(-127, 127);
+            var limit = Math.Min(32767, int.MaxValue / (127L * ((inFeatures + 1) / 2 * 2)));
+            var rowMax = input.abs().amax(new long[] { -1 }, keepdim: true);
+            var qx = (input * (full_like(rowMax, limit) / rowMax)).round(); // a true division, as the kernel does
+            var integer = F.linear(qx.to(ScalarType.Float64), q.to(ScalarType.Float64));
             var references = new Dictionary<PackedFormat, Tensor>
             {
-                [PackedFormat.Int8] = F.linear(input, q * scale, bias),
+                [PackedFormat.Int8] = (integer * (rowMax / limit).to(ScalarType.Float64) * scale.t().to(ScalarType.Float64)).to(ScalarType.Float32) + bias,
                 [PackedFormat.BFloat16] = F.linear(input, weight.to(ScalarType.BFloat16).to(ScalarType.Float32), bias),
             };
             foreach (var (format, reference) in references)
@@ -116,6 +122,31 @@ public class KernelTests
             }
             using var shaped = new PackedLinear(weight.clone(), null, CpuKernel.Avx2, PackedFormat.Int8);
             Assert.Equal(new long[] { 1, rows, outFeatures }, shaped.Forward(input).shape);
+        }
+    }
+
+    /// <summary>The int8 integer sums at their limit: every weight and activation at the top of its grid over 4,097
+    /// inputs (odd: one padded pair), where one more unit of activation range would overflow int32; and a row holding
+    /// NaN or ∞ gives NaN outputs without touching the other rows.</summary>
+    [Fact]
+    public void Int8IntegerSumsStayExactAtTheirLimitAndBadRowsGiveNaN()
+    {
+        using var scope = NewDisposeScope();
+        const int k = 4097;
+        var limit = PackedLinear.ActivationLimit(k);
+        Assert.True(127L * (k + 1) * limit <= int.MaxValue && 127L * (k + 1) * (limit + 1) > int.MaxValue);
+        var weight = ones(3, k) * 0.5f;
+        var x = ones(4, k) * 2;
+        x[1, 7] = float.NaN;
+        x[2, 0] = float.PositiveInfinity;
+        x[3] = zeros(k);
+        foreach (var output in RunAll(weight, null, x, PackedFormat.Int8))
+        {
+            var y = output.Chunk(3).ToArray();
+            Assert.All(y[0], v => Assert.Equal(k, v, k * 1e-6)); // (k · limit · 127) · (2 / limit) · (0.5 / 127)
+            Assert.All(y[1], v => Assert.True(float.IsNaN(v)));
+            Assert.All(y[2], v => Assert.True(float.IsNaN(v)));
+            Assert.All(y[3], v => Assert.Equal(0f, v));
         }
     }
 

@@ -11,6 +11,12 @@ internal unsafe interface IWeightFormat
     /// <summary>The <c>2·Count</c> weights of one panel row (one <c>k</c>), widened to float: columns
     /// <c>[0, Count)</c> in <paramref name="lo"/>, <c>[Count, 2·Count)</c> in <paramref name="hi"/>.</summary>
     static abstract void LoadPair<TOps, TV>(byte* p, out TV lo, out TV hi) where TOps : IVectorOps<TV> where TV : struct;
+    /// <summary>Integer products (<see cref="Int8PairWeights"/>): the activations are int16 pairs, the accumulators
+    /// int32, and every output is scaled by its row's activation scale.</summary>
+    static virtual bool Integer => false;
+    /// <summary>One step of an output's chain: <c>acc + w·x</c> (one fused multiply-add for float weights).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static virtual TV MultiplyAdd<TOps, TV>(TV w, TV x, TV acc) where TOps : IVectorOps<TV> where TV : struct => TOps.MultiplyAdd(w, x, acc);
 }
 
 /// <summary>float32 weights: a panel row is the two vectors one after the other.</summary>
@@ -25,16 +31,33 @@ internal readonly unsafe struct Float32Weights : IWeightFormat
     }
 }
 
-/// <summary>int8 weights (a float scale per output channel is applied after the sum): two runs of
-/// <c>Count</c> bytes.</summary>
-internal readonly unsafe struct Int8Weights : IWeightFormat
+/// <summary>
+/// int8 weights multiplied as integers: a panel row is a pair of <c>k</c> (<c>2k</c>, <c>2k + 1</c>), and each 32-bit
+/// lane holds one column's two weights, so <c>vpmaddwd</c> against a broadcast pair of int16 activations adds both
+/// products to the column's int32 sum (<see cref="IVectorOps{TV}.MultiplyAddPairs"/>). Columns <c>[0, Count)</c>
+/// come first (<c>2·Count</c> bytes), then <c>[Count, 2·Count)</c>. The sums are exact, so every path and every row
+/// count gives the same bits.
+/// </summary>
+internal readonly unsafe struct Int8PairWeights : IWeightFormat
 {
-    public static int Size => 1;
+    public static int Size => 2;
+    public static bool Integer => true;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadPair<TOps, TV>(byte* p, out TV lo, out TV hi) where TOps : IVectorOps<TV> where TV : struct
     {
-        lo = TOps.LoadInt8((sbyte*)p);
-        hi = TOps.LoadInt8((sbyte*)p + TOps.Count);
+        lo = TOps.LoadInt8AsInt16((sbyte*)p);
+        hi = TOps.LoadInt8AsInt16((sbyte*)p + 2 * TOps.Count);
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV MultiplyAdd<TOps, TV>(TV w, TV x, TV acc) where TOps : IVectorOps<TV> where TV : struct =>
+        TOps.MultiplyAddPairs(w, x, acc);
+
+    /// <summary>Where weight <c>(k, j)</c> of a panel <paramref name="width"/> columns wide is stored, in bytes from
+    /// the panel's start.</summary>
+    public static long Index(long k, int j, int width)
+    {
+        var half = width / 2;
+        return (k / 2) * 2 * width + j / half * width + j % half * 2 + k % 2;
     }
 }
 
@@ -74,8 +97,12 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
 
     /// <summary>Runs the product for rows <c>[0, m)</c> of <paramref name="x"/> (<c>m × k</c>, row-major) into
     /// output columns of panels <c>[firstPanel, endPanel)</c> of <paramref name="y"/> (<c>m × n</c>).
-    /// <paramref name="scale"/> and <paramref name="bias"/> are null or padded to whole panels.</summary>
-    public static void Run(float* x, float* y, long m, int k, int n, byte* weights, float* scale, float* bias, int firstPanel, int endPanel)
+    /// <paramref name="scale"/> and <paramref name="bias"/> are null or padded to whole panels. For
+    /// <see cref="Int8PairWeights"/>, <paramref name="x"/> holds int16 activations (a 4-byte element is a pair of
+    /// <c>k</c>, and <paramref name="k"/> counts pairs) and <paramref name="rowScale"/> each row's scale; otherwise
+    /// <paramref name="rowScale"/> is null.</summary>
+    public static void Run(float* x, float* rowScale, float* y, long m, int k, int n, byte* weights, float* scale, float* bias,
+        int firstPanel, int endPanel)
     {
         var width = Width;
         var panels = endPanel;
@@ -95,6 +122,7 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
             for (var left = rows; left >= 6 && left is not (7 or 8); left -= 6) sixes++;
             var xb = x + r0 * k;
             var yb = y + r0 * n;
+            var rs = TFormat.Integer ? rowScale + r0 : null;
             var p = firstPanel;
             if (rows < 4)
             {
@@ -102,7 +130,7 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 for (; p + 4 <= fullPanels; p += 4)
                     for (var r = 0; r < rows; r++)
                         Row1Panel4(xb + (long)r * k, k, weights + p * panelBytes, panelBytes, yb + (long)r * n + p * width,
-                            Offset(scale, p * width), Offset(bias, p * width));
+                            Offset(scale, p * width), Offset(bias, p * width), RowScale(rs, r));
             }
             for (; p < panels; p++)
             {
@@ -117,18 +145,19 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 var prefetchPass = TFormat.Size == 4 && Sse.IsSupported && p + 1 < panels ? Math.Min(1, sixes - 1) : -1;
                 for (var pass = 0; pass < sixes; pass++, r += 6)
                     Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch,
-                        pass == prefetchPass ? panel + panelBytes : null);
+                        pass == prefetchPass ? panel + panelBytes : null, Offset(rs, r));
                 for (; r + 4 <= rows; r += 4)
-                    Rows4(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch);
+                    Rows4(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch, Offset(rs, r));
                 if (rows - r >= 2)
                 {
                     var y0 = yb + p * width;
                     Rows3(xb + (long)r * k, xb + (long)(r + 1) * k, xb + (long)(rows - 1) * k, k, panel,
-                        y0 + (long)r * n, y0 + (long)(r + 1) * n, y0 + (long)(rows - 1) * n, columns, s, b, scratch);
+                        y0 + (long)r * n, y0 + (long)(r + 1) * n, y0 + (long)(rows - 1) * n, columns, s, b, scratch,
+                        RowScale(rs, r), RowScale(rs, r + 1), RowScale(rs, rows - 1));
                     r = rows;
                 }
                 for (; r < rows; r++)
-                    Row1(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, columns, s, b, scratch);
+                    Row1(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, columns, s, b, scratch, RowScale(rs, r));
             }
         }
     }
@@ -151,28 +180,34 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
             for (var i = 0; i < k; i++, w += step, d += n)
             {
                 TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
-                Store(d, columns, lo, hi, s, null, scratch);
+                Store(d, columns, lo, hi, s, null, scratch, 1);
             }
         }
     }
 
+    /// <summary>Row <paramref name="i"/>'s activation scale (integer formats; 1 otherwise).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float* Offset(float* p, int by) => p == null ? null : p + by;
+    private static float RowScale(float* rowScale, int i) => TFormat.Integer ? rowScale[i] : 1;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TV Finish(TV acc, float* scale, float* bias)
+    private static float* Offset(float* p, long by) => p == null ? null : p + by;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TV Finish(TV acc, float* scale, float* bias, float rowScale)
     {
+        // Integer sums: to float (exact up to 2^24, then rounded to nearest even), times the row's activation scale.
+        if (TFormat.Integer) acc = TOps.Multiply(TOps.Int32ToSingle(acc), TOps.Create(rowScale));
         if (scale != null) acc = TOps.Multiply(acc, TOps.Load(scale));
         if (bias != null) acc = TOps.Add(acc, TOps.Load(bias));
         return acc;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(float* y, int columns, TV lo, TV hi, float* scale, float* bias, float* scratch)
+    private static void Store(float* y, int columns, TV lo, TV hi, float* scale, float* bias, float* scratch, float rowScale)
     {
         var c = TOps.Count;
-        lo = Finish(lo, scale, bias);
-        hi = Finish(hi, scale == null ? null : scale + c, bias == null ? null : bias + c);
+        lo = Finish(lo, scale, bias, rowScale);
+        hi = Finish(hi, scale == null ? null : scale + c, bias == null ? null : bias + c, rowScale);
         if (columns == 2 * c)
         {
             TOps.Store(y, lo);
@@ -188,7 +223,7 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
     /// one that reads it from memory) asks for fewer bytes per cycle and the FMA units have more independent work.
     /// <paramref name="prefetch"/>: null, or a panel of the same size to prefetch into L2 meanwhile.</summary>
     private static void Rows6(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch,
-        byte* prefetch)
+        byte* prefetch, float* rowScale)
     {
         var c = TOps.Count;
         var step = 2 * c * TFormat.Size;
@@ -205,33 +240,34 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
             }
             TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x0 + i);
-            a0 = TOps.MultiplyAdd(lo, v, a0);
-            b0 = TOps.MultiplyAdd(hi, v, b0);
+            a0 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a0);
+            b0 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b0);
             v = TOps.Broadcast(x1 + i);
-            a1 = TOps.MultiplyAdd(lo, v, a1);
-            b1 = TOps.MultiplyAdd(hi, v, b1);
+            a1 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a1);
+            b1 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b1);
             v = TOps.Broadcast(x2 + i);
-            a2 = TOps.MultiplyAdd(lo, v, a2);
-            b2 = TOps.MultiplyAdd(hi, v, b2);
+            a2 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a2);
+            b2 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b2);
             v = TOps.Broadcast(x3 + i);
-            a3 = TOps.MultiplyAdd(lo, v, a3);
-            b3 = TOps.MultiplyAdd(hi, v, b3);
+            a3 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a3);
+            b3 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b3);
             v = TOps.Broadcast(x4 + i);
-            a4 = TOps.MultiplyAdd(lo, v, a4);
-            b4 = TOps.MultiplyAdd(hi, v, b4);
+            a4 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a4);
+            b4 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b4);
             v = TOps.Broadcast(x5 + i);
-            a5 = TOps.MultiplyAdd(lo, v, a5);
-            b5 = TOps.MultiplyAdd(hi, v, b5);
+            a5 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a5);
+            b5 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b5);
         }
-        Store(y, columns, a0, b0, scale, bias, scratch);
-        Store(y + n, columns, a1, b1, scale, bias, scratch);
-        Store(y + 2 * n, columns, a2, b2, scale, bias, scratch);
-        Store(y + 3 * n, columns, a3, b3, scale, bias, scratch);
-        Store(y + 4 * n, columns, a4, b4, scale, bias, scratch);
-        Store(y + 5 * n, columns, a5, b5, scale, bias, scratch);
+        Store(y, columns, a0, b0, scale, bias, scratch, RowScale(rowScale, 0));
+        Store(y + n, columns, a1, b1, scale, bias, scratch, RowScale(rowScale, 1));
+        Store(y + 2 * n, columns, a2, b2, scale, bias, scratch, RowScale(rowScale, 2));
+        Store(y + 3 * n, columns, a3, b3, scale, bias, scratch, RowScale(rowScale, 3));
+        Store(y + 4 * n, columns, a4, b4, scale, bias, scratch, RowScale(rowScale, 4));
+        Store(y + 5 * n, columns, a5, b5, scale, bias, scratch, RowScale(rowScale, 5));
     }
 
-    private static void Rows4(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch)
+    private static void Rows4(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch,
+        float* rowScale)
     {
         var c = TOps.Count;
         var step = 2 * c * TFormat.Size;
@@ -242,27 +278,27 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         {
             TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x0 + i);
-            a0 = TOps.MultiplyAdd(lo, v, a0);
-            b0 = TOps.MultiplyAdd(hi, v, b0);
+            a0 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a0);
+            b0 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b0);
             v = TOps.Broadcast(x1 + i);
-            a1 = TOps.MultiplyAdd(lo, v, a1);
-            b1 = TOps.MultiplyAdd(hi, v, b1);
+            a1 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a1);
+            b1 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b1);
             v = TOps.Broadcast(x2 + i);
-            a2 = TOps.MultiplyAdd(lo, v, a2);
-            b2 = TOps.MultiplyAdd(hi, v, b2);
+            a2 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a2);
+            b2 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b2);
             v = TOps.Broadcast(x3 + i);
-            a3 = TOps.MultiplyAdd(lo, v, a3);
-            b3 = TOps.MultiplyAdd(hi, v, b3);
+            a3 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a3);
+            b3 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b3);
         }
-        Store(y, columns, a0, b0, scale, bias, scratch);
-        Store(y + n, columns, a1, b1, scale, bias, scratch);
-        Store(y + 2 * n, columns, a2, b2, scale, bias, scratch);
-        Store(y + 3 * n, columns, a3, b3, scale, bias, scratch);
+        Store(y, columns, a0, b0, scale, bias, scratch, RowScale(rowScale, 0));
+        Store(y + n, columns, a1, b1, scale, bias, scratch, RowScale(rowScale, 1));
+        Store(y + 2 * n, columns, a2, b2, scale, bias, scratch, RowScale(rowScale, 2));
+        Store(y + 3 * n, columns, a3, b3, scale, bias, scratch, RowScale(rowScale, 3));
     }
 
     /// <summary>Three rows (any three: each has its own input and output row) against one panel, six chains.</summary>
     private static void Rows3(float* x0, float* x1, float* x2, int k, byte* w, float* y0, float* y1, float* y2, int columns,
-        float* scale, float* bias, float* scratch)
+        float* scale, float* bias, float* scratch, float s0, float s1, float s2)
     {
         var c = TOps.Count;
         var step = 2 * c * TFormat.Size;
@@ -271,21 +307,21 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         {
             TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x0 + i);
-            a0 = TOps.MultiplyAdd(lo, v, a0);
-            b0 = TOps.MultiplyAdd(hi, v, b0);
+            a0 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a0);
+            b0 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b0);
             v = TOps.Broadcast(x1 + i);
-            a1 = TOps.MultiplyAdd(lo, v, a1);
-            b1 = TOps.MultiplyAdd(hi, v, b1);
+            a1 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a1);
+            b1 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b1);
             v = TOps.Broadcast(x2 + i);
-            a2 = TOps.MultiplyAdd(lo, v, a2);
-            b2 = TOps.MultiplyAdd(hi, v, b2);
+            a2 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a2);
+            b2 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b2);
         }
-        Store(y0, columns, a0, b0, scale, bias, scratch);
-        Store(y1, columns, a1, b1, scale, bias, scratch);
-        Store(y2, columns, a2, b2, scale, bias, scratch);
+        Store(y0, columns, a0, b0, scale, bias, scratch, s0);
+        Store(y1, columns, a1, b1, scale, bias, scratch, s1);
+        Store(y2, columns, a2, b2, scale, bias, scratch, s2);
     }
 
-    private static void Row1(float* x, int k, byte* w, float* y, int columns, float* scale, float* bias, float* scratch)
+    private static void Row1(float* x, int k, byte* w, float* y, int columns, float* scale, float* bias, float* scratch, float rowScale)
     {
         var c = TOps.Count;
         var step = 2 * c * TFormat.Size;
@@ -294,14 +330,14 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         {
             TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x + i);
-            a = TOps.MultiplyAdd(lo, v, a);
-            b = TOps.MultiplyAdd(hi, v, b);
+            a = TFormat.MultiplyAdd<TOps, TV>(lo, v, a);
+            b = TFormat.MultiplyAdd<TOps, TV>(hi, v, b);
         }
-        Store(y, columns, a, b, scale, bias, scratch);
+        Store(y, columns, a, b, scale, bias, scratch, rowScale);
     }
 
     /// <summary>One row against four consecutive full panels (one offset walks the four panel streams).</summary>
-    private static void Row1Panel4(float* x, int k, byte* w, long panelBytes, float* y, float* scale, float* bias)
+    private static void Row1Panel4(float* x, int k, byte* w, long panelBytes, float* y, float* scale, float* bias, float rowScale)
     {
         var c = TOps.Count;
         var step = 2 * c * TFormat.Size;
@@ -313,22 +349,22 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         {
             var v = TOps.Broadcast(x);
             TFormat.LoadPair<TOps, TV>(w0 + o, out var lo, out var hi);
-            a0 = TOps.MultiplyAdd(lo, v, a0);
-            b0 = TOps.MultiplyAdd(hi, v, b0);
+            a0 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a0);
+            b0 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b0);
             TFormat.LoadPair<TOps, TV>(w1 + o, out lo, out hi);
-            a1 = TOps.MultiplyAdd(lo, v, a1);
-            b1 = TOps.MultiplyAdd(hi, v, b1);
+            a1 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a1);
+            b1 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b1);
             TFormat.LoadPair<TOps, TV>(w2 + o, out lo, out hi);
-            a2 = TOps.MultiplyAdd(lo, v, a2);
-            b2 = TOps.MultiplyAdd(hi, v, b2);
+            a2 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a2);
+            b2 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b2);
             TFormat.LoadPair<TOps, TV>(w3 + o, out lo, out hi);
-            a3 = TOps.MultiplyAdd(lo, v, a3);
-            b3 = TOps.MultiplyAdd(hi, v, b3);
+            a3 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a3);
+            b3 = TFormat.MultiplyAdd<TOps, TV>(hi, v, b3);
         }
         var width = 2 * c;
-        Store(y, width, a0, b0, scale, bias, null);
-        Store(y + width, width, a1, b1, Offset(scale, width), Offset(bias, width), null);
-        Store(y + 2 * width, width, a2, b2, Offset(scale, 2 * width), Offset(bias, 2 * width), null);
-        Store(y + 3 * width, width, a3, b3, Offset(scale, 3 * width), Offset(bias, 3 * width), null);
+        Store(y, width, a0, b0, scale, bias, null, rowScale);
+        Store(y + width, width, a1, b1, Offset(scale, width), Offset(bias, width), null, rowScale);
+        Store(y + 2 * width, width, a2, b2, Offset(scale, 2 * width), Offset(bias, 2 * width), null, rowScale);
+        Store(y + 3 * width, width, a3, b3, Offset(scale, 3 * width), Offset(bias, 3 * width), null, rowScale);
     }
 }

@@ -20,7 +20,8 @@ internal enum CpuKernel
 internal enum PackedFormat
 {
     Float32,
-    /// <summary>Symmetric per-output-channel int8: <c>W[n, k] ≈ scale[n] · q[n, k]</c>, <c>q ∈ [-127, 127]</c>.</summary>
+    /// <summary>Symmetric per-output-channel int8: <c>W[n, k] ≈ scale[n] · q[n, k]</c>, <c>q ∈ [-127, 127]</c>, multiplied
+    /// as integers (<see cref="Int8PairWeights"/>) against each row's activations rounded to int16 (<see cref="PackedLinear.QuantizeRows"/>).</summary>
     Int8,
     /// <summary>bfloat16 (round to nearest even), widened to float in registers.</summary>
     BFloat16,
@@ -35,6 +36,8 @@ internal sealed unsafe class PackedLinear : LinearWeight
     private readonly CpuKernel _kernel;
     private readonly PackedFormat _format;
     private readonly int _n, _k;
+    /// <summary>Integer formats: <c>k</c> steps of the kernel (pairs of inputs) and the activations' int16 limit.</summary>
+    private readonly int _pairs, _limit;
     private byte* _weights;
     private float* _scale, _bias;
 
@@ -48,10 +51,13 @@ internal sealed unsafe class PackedLinear : LinearWeight
         var width = PanelWidth(kernel);
         var padded = (long)(_n + width - 1) / width * width;
         var size = format switch { PackedFormat.Int8 => 1, PackedFormat.BFloat16 => 2, _ => 4 };
+        _pairs = (_k + 1) / 2;
+        _limit = ActivationLimit(_k);
+        var stored = format == PackedFormat.Int8 ? 2L * _pairs : _k; // int8 pairs: an odd k gets a zero weight
         try
         {
-            _weights = (byte*)NativeMemory.AlignedAlloc((nuint)(padded * _k * size), 64);
-            NativeMemory.Clear(_weights, (nuint)(padded * _k * size));
+            _weights = (byte*)NativeMemory.AlignedAlloc((nuint)(padded * stored * size), 64);
+            NativeMemory.Clear(_weights, (nuint)(padded * stored * size));
             if (format == PackedFormat.Int8) _scale = Floats(padded);
             using var scope = NewDisposeScope(); // the float32 contiguous copies
             Pack((float*)Pointer(weight.to(ScalarType.Float32, CPU).contiguous()), width);
@@ -70,6 +76,12 @@ internal sealed unsafe class PackedLinear : LinearWeight
         weight.Dispose();
         bias?.Dispose();
     }
+
+    /// <summary>The largest |int16| an activation is rounded to for a product over <paramref name="k"/> inputs: every
+    /// int32 sum of <c>k</c> products with weights in [-127, 127] stays exact (<c>k · limit · 127 &lt; 2^31</c>). 32767 up to
+    /// k = 516, 8256 at 2048, 4128 at 4096: the activations' rounding error (half a step of max|x| / limit) stays far
+    /// below the weights' (half a step of max|w| / 127).</summary>
+    internal static int ActivationLimit(int k) => (int)Math.Min(short.MaxValue, int.MaxValue / (127L * ((k + 1) / 2 * 2)));
 
     /// <summary>Output columns per packed panel: two vectors.</summary>
     public static int PanelWidth(CpuKernel kernel) => 2 * kernel switch
@@ -118,14 +130,15 @@ internal sealed unsafe class PackedLinear : LinearWeight
                     for (var k = 0; k < _k; k++) h[BFloat16Weights.Index(k, j, width)] = ToBFloat16(row[k]);
                     break;
                 default:
+                    // int8: symmetric per output channel, max|w| / 127, half to even; a zero channel stays zero.
                     var max = 0f;
                     for (var k = 0; k < _k; k++) max = Math.Max(max, Math.Abs(row[k]));
                     var scale = max / 127f;
                     _scale[n] = scale;
-                    var q = (sbyte*)_weights;
                     var inverse = scale == 0 ? 0 : 1 / scale;
+                    var q = (sbyte*)_weights + (long)panel * 2 * _pairs * width;
                     for (var k = 0; k < _k; k++)
-                        q[index + (long)k * width] = (sbyte)Math.Clamp(MathF.Round(row[k] * inverse, MidpointRounding.ToEven), -127, 127);
+                        q[Int8PairWeights.Index(k, j, width)] = (sbyte)Math.Clamp(MathF.Round(row[k] * inverse, MidpointRounding.ToEven), -127, 127);
                     break;
             }
         }
@@ -149,7 +162,7 @@ internal sealed unsafe class PackedLinear : LinearWeight
         var y = empty(shape, ScalarType.Float32);
         var m = x.numel() / _k;
         if (m == 0) return y;
-        if (m >= LibTorchRows)
+        if (m >= LibTorchRows && _format != PackedFormat.Int8)
         {
             // Many rows (an encoder, a prefill): LibTorch's GEMM beats our kernels there, so it runs on a float32
             // copy of the weights unpacked for this call as Wᵀ (a vector copy of the panels: ~1-3 % of the product's
@@ -175,45 +188,117 @@ internal sealed unsafe class PackedLinear : LinearWeight
         switch (_kernel, _format)
         {
             case (CpuKernel.Avx512, PackedFormat.Float32): PackedKernel<Avx512Ops, Vector512<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            case (CpuKernel.Avx512, PackedFormat.Int8): PackedKernel<Avx512Ops, Vector512<float>, Int8Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
+            case (_, PackedFormat.Int8): throw new NotSupportedException("Integer int8 weights are not unpacked.");
             case (CpuKernel.Avx512, _): PackedKernel<Avx512Ops, Vector512<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
             case (CpuKernel.Avx2, PackedFormat.Float32): PackedKernel<Avx2Ops, Vector256<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            case (CpuKernel.Avx2, PackedFormat.Int8): PackedKernel<Avx2Ops, Vector256<float>, Int8Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
             case (CpuKernel.Avx2, _): PackedKernel<Avx2Ops, Vector256<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
             case (_, PackedFormat.Float32): PackedKernel<PortableOps, Vector128<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            case (_, PackedFormat.Int8): PackedKernel<PortableOps, Vector128<float>, Int8Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
             default: PackedKernel<PortableOps, Vector128<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
         }
     }
 
     /// <summary>The product on raw rows (<c>m × in</c> → <c>m × out</c>); split by output panels over LibTorch's
-    /// thread count when the product is large enough to pay for it.</summary>
+    /// thread count when the product is large enough to pay for it. Integer int8 products first round each row to
+    /// int16 (<see cref="QuantizeRows"/>), once for all panels.</summary>
     internal void Run(float* x, float* y, long m)
+    {
+        if (_format != PackedFormat.Int8)
+        {
+            Run(x, null, y, m);
+            return;
+        }
+        var floats = checked(m * _pairs + m);
+        var rented = System.Buffers.ArrayPool<float>.Shared.Rent((int)floats);
+        try
+        {
+            fixed (float* buffer = rented)
+            {
+                var rowScale = buffer + m * _pairs;
+                QuantizeRows(x, m, _k, _limit, (short*)buffer, 2 * _pairs, rowScale);
+                Run(buffer, rowScale, y, m);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>Rounds each row of <paramref name="x"/> (<c>m × k</c>) to int16 on its own symmetric grid:
+    /// <c>q = round(x · limit / max|x|)</c> (half to even), written <paramref name="stride"/> int16 apart (a zero pads an
+    /// odd <c>k</c>), with <c>rowScale = max|x| / limit</c> (0 for a zero row, NaN for a row holding NaN or ±∞, so its
+    /// outputs are NaN). One rule for every kernel path, so the paths agree bit for bit.</summary>
+    internal static void QuantizeRows(float* x, long m, int k, int limit, short* q, int stride, float* rowScale)
+    {
+        var c = Vector256<float>.Count;
+        for (long r = 0; r < m; r++)
+        {
+            var row = x + r * k;
+            var qr = q + r * stride;
+            var vmax = Vector256<float>.Zero;
+            var poison = Vector256<float>.Zero; // x · 0: NaN where x is NaN or ±∞
+            var i = 0;
+            for (; i + c <= k; i += c)
+            {
+                var v = Vector256.Load(row + i);
+                vmax = Vector256.Max(vmax, Vector256.Abs(v));
+                poison += v * Vector256<float>.Zero;
+            }
+            var max = Vector128.Max(vmax.GetLower(), vmax.GetUpper());
+            var top = Math.Max(Math.Max(max[0], max[1]), Math.Max(max[2], max[3]));
+            var bad = float.IsNaN(Vector256.Sum(poison));
+            for (; i < k; i++)
+            {
+                top = Math.Max(top, Math.Abs(row[i]));
+                bad |= !float.IsFinite(row[i]);
+            }
+            if (bad || top == 0)
+            {
+                new Span<short>(qr, stride).Clear();
+                rowScale[r] = bad ? float.NaN : 0;
+                continue;
+            }
+            var inverse = limit / top;
+            var vi = Vector256.Create(inverse);
+            i = 0;
+            for (; i + 2 * c <= k; i += 2 * c)
+            {
+                var a = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(row + i) * vi));
+                var b = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(row + i + c) * vi));
+                Vector256.Narrow(a, b).Store(qr + i);
+            }
+            for (; i < k; i++) qr[i] = (short)MathF.Round(row[i] * inverse, MidpointRounding.ToEven);
+            for (; i < stride; i++) qr[i] = 0;
+            rowScale[r] = top / limit;
+        }
+    }
+
+    private void Run(float* x, float* rowScale, float* y, long m)
     {
         var panels = (_n + PanelWidth(_kernel) - 1) / PanelWidth(_kernel);
         var threads = Math.Min(get_num_threads(), panels);
         if (threads <= 1 || m * _n * _k < 1 << 21)
         {
-            Run(x, y, m, 0, panels);
+            Run(x, rowScale, y, m, 0, panels);
             return;
         }
-        var (xp, yp) = ((IntPtr)x, (IntPtr)y);
-        Parallel.For(0, threads, t => Run((float*)xp, (float*)yp, m, panels * t / threads, panels * (t + 1) / threads));
+        var (xp, sp, yp) = ((IntPtr)x, (IntPtr)rowScale, (IntPtr)y);
+        Parallel.For(0, threads, t => Run((float*)xp, (float*)sp, (float*)yp, m, panels * t / threads, panels * (t + 1) / threads));
     }
 
-    private void Run(float* x, float* y, long m, int first, int end)
+    private void Run(float* x, float* rowScale, float* y, long m, int first, int end)
     {
         switch (_kernel, _format)
         {
-            case (CpuKernel.Avx512, PackedFormat.Float32): PackedKernel<Avx512Ops, Vector512<float>, Float32Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            case (CpuKernel.Avx512, PackedFormat.Int8): PackedKernel<Avx512Ops, Vector512<float>, Int8Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            case (CpuKernel.Avx512, _): PackedKernel<Avx512Ops, Vector512<float>, BFloat16Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            case (CpuKernel.Avx2, PackedFormat.Float32): PackedKernel<Avx2Ops, Vector256<float>, Float32Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            case (CpuKernel.Avx2, PackedFormat.Int8): PackedKernel<Avx2Ops, Vector256<float>, Int8Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            case (CpuKernel.Avx2, _): PackedKernel<Avx2Ops, Vector256<float>, BFloat16Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            case (_, PackedFormat.Float32): PackedKernel<PortableOps, Vector128<float>, Float32Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            case (_, PackedFormat.Int8): PackedKernel<PortableOps, Vector128<float>, Int8Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
-            default: PackedKernel<PortableOps, Vector128<float>, BFloat16Weights>.Run(x, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
+            case (CpuKernel.Avx512, PackedFormat.Float32): PackedKernel<Avx512Ops, Vector512<float>, Float32Weights>.Run(x, null, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
+            case (CpuKernel.Avx512, PackedFormat.Int8): PackedKernel<Avx512Ops, Vector512<float>, Int8PairWeights>.Run(x, rowScale, y, m, _pairs, _n, _weights, _scale, _bias, first, end); break;
+            case (CpuKernel.Avx512, _): PackedKernel<Avx512Ops, Vector512<float>, BFloat16Weights>.Run(x, null, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
+            case (CpuKernel.Avx2, PackedFormat.Float32): PackedKernel<Avx2Ops, Vector256<float>, Float32Weights>.Run(x, null, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
+            case (CpuKernel.Avx2, PackedFormat.Int8): PackedKernel<Avx2Ops, Vector256<float>, Int8PairWeights>.Run(x, rowScale, y, m, _pairs, _n, _weights, _scale, _bias, first, end); break;
+            case (CpuKernel.Avx2, _): PackedKernel<Avx2Ops, Vector256<float>, BFloat16Weights>.Run(x, null, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
+            case (_, PackedFormat.Float32): PackedKernel<PortableOps, Vector128<float>, Float32Weights>.Run(x, null, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
+            case (_, PackedFormat.Int8): PackedKernel<PortableOps, Vector128<float>, Int8PairWeights>.Run(x, rowScale, y, m, _pairs, _n, _weights, _scale, _bias, first, end); break;
+            default: PackedKernel<PortableOps, Vector128<float>, BFloat16Weights>.Run(x, null, y, m, _k, _n, _weights, _scale, _bias, first, end); break;
         }
     }
 

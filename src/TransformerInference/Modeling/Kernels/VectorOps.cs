@@ -18,12 +18,18 @@ internal unsafe interface IVectorOps<TV> where TV : struct
     static abstract TV Multiply(TV a, TV b);
     static abstract TV Add(TV a, TV b);
     static abstract TV Load(float* p);
-    /// <summary><see cref="Count"/> int8 values widened to float.</summary>
-    static abstract TV LoadInt8(sbyte* p);
     /// <summary><c>2·Count</c> bfloat16 values stored in <see cref="Count"/> 32-bit words, widened to float (exact):
     /// the low halves of the words give <paramref name="lo"/> (a shift), the high halves <paramref name="hi"/> (a mask).
     /// Lane <c>j</c> of each comes from word <c>j</c>, so no shuffle crosses lanes.</summary>
     static abstract void LoadBFloat16Pair(uint* p, out TV lo, out TV hi);
+    /// <summary><c>2·Count</c> int8 values sign-extended to int16 (the vector's bits as <c>2·Count</c> int16 lanes).</summary>
+    static abstract TV LoadInt8AsInt16(sbyte* p);
+    /// <summary>Integer dot products of int16 pairs, exact: in every 32-bit lane, <paramref name="acc"/> (an int32) plus
+    /// the products of the lane's two int16 halves of <paramref name="a"/> and <paramref name="b"/> (<c>vpmaddwd</c> +
+    /// <c>vpaddd</c>). The caller keeps every sum within int32.</summary>
+    static abstract TV MultiplyAddPairs(TV a, TV b, TV acc);
+    /// <summary>The vector's bits as int32 lanes, converted to float (round to nearest even).</summary>
+    static abstract TV Int32ToSingle(TV v);
     static abstract void Store(float* p, TV v);
     /// <summary>One value in every lane.</summary>
     static abstract TV Create(float value);
@@ -52,17 +58,28 @@ internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load(float* p) => Vector512.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> LoadInt8(sbyte* p) =>
-        Avx512F.IsSupported
-            ? Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(p)))
-            : Vector512.Create(Avx2Ops.Widen(Vector128.Load(p)), Avx2Ops.Widen(Vector128.Load(p + 8)));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadBFloat16Pair(uint* p, out Vector512<float> lo, out Vector512<float> hi)
     {
         var v = Vector512.Load(p);
         lo = Vector512.ShiftLeft(v, 16).AsSingle();
         hi = (v & Vector512.Create(0xFFFF0000u)).AsSingle();
     }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadInt8AsInt16(sbyte* p) =>
+        Avx512BW.IsSupported
+            ? Avx512BW.ConvertToVector512Int16(Vector256.Load(p)).AsSingle()
+            : Vector512.Create(Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe()), Vector256.WidenLower(Vector128.Load(p + 16).ToVector256Unsafe())).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAddPairs(Vector512<float> a, Vector512<float> b, Vector512<float> acc)
+    {
+        if (Avx512BW.IsSupported) return (Avx512BW.MultiplyAddAdjacent(a.AsInt16(), b.AsInt16()) + acc.AsInt32()).AsSingle();
+        Vector512<int> x = a.AsInt32(), y = b.AsInt32();
+        var low = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(x, 16), 16) * Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(y, 16), 16);
+        var high = Vector512.ShiftRightArithmetic(x, 16) * Vector512.ShiftRightArithmetic(y, 16);
+        return (acc.AsInt32() + (low + high)).AsSingle();
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Int32ToSingle(Vector512<float> v) => Vector512.ConvertToSingle(v.AsInt32());
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector512<float> v) => v.Store(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -93,15 +110,28 @@ internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load(float* p) => Vector256.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> LoadInt8(sbyte* p) =>
-        Avx2.IsSupported ? Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p)) : Widen(Vector128.Load(p));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadBFloat16Pair(uint* p, out Vector256<float> lo, out Vector256<float> hi)
     {
         var v = Vector256.Load(p);
         lo = Vector256.ShiftLeft(v, 16).AsSingle();
         hi = (v & Vector256.Create(0xFFFF0000u)).AsSingle();
     }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadInt8AsInt16(sbyte* p) =>
+        Avx2.IsSupported ? Avx2.ConvertToVector256Int16(p).AsSingle() : Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe()).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAddPairs(Vector256<float> a, Vector256<float> b, Vector256<float> acc)
+    {
+        // AVX-VNNI's vpdpwssd is the same sum in one instruction (no saturation; the sums never overflow).
+        if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(acc.AsInt32(), a.AsInt16(), b.AsInt16()).AsSingle();
+        if (Avx2.IsSupported) return Avx2.Add(Avx2.MultiplyAddAdjacent(a.AsInt16(), b.AsInt16()), acc.AsInt32()).AsSingle();
+        Vector256<int> x = a.AsInt32(), y = b.AsInt32();
+        var low = Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(x, 16), 16) * Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(y, 16), 16);
+        var high = Vector256.ShiftRightArithmetic(x, 16) * Vector256.ShiftRightArithmetic(y, 16);
+        return (acc.AsInt32() + (low + high)).AsSingle();
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Int32ToSingle(Vector256<float> v) => Vector256.ConvertToSingle(v.AsInt32());
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector256<float> v) => v.Store(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -114,11 +144,6 @@ internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
     public static float Sum(Vector256<float> v) => Vector256.Sum(v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Exp(Vector256<float> v) => Vector256.Exp(v);
-
-    /// <summary>The low 8 int8 values of <paramref name="v"/> as floats (cross-platform form).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Widen(Vector128<sbyte> v) =>
-        Vector256.ConvertToSingle(Vector256.WidenLower(Vector128.WidenLower(v).ToVector256Unsafe()));
 }
 
 /// <summary>128-bit vectors through the cross-platform API: SSE on any x64, NEON on Arm64, emulated elsewhere.</summary>
@@ -137,15 +162,26 @@ internal readonly unsafe struct PortableOps : IVectorOps<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> Load(float* p) => Vector128.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> LoadInt8(sbyte* p) =>
-        Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)p).AsSByte())));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadBFloat16Pair(uint* p, out Vector128<float> lo, out Vector128<float> hi)
     {
         var v = Vector128.Load(p);
         lo = Vector128.ShiftLeft(v, 16).AsSingle();
         hi = (v & Vector128.Create(0xFFFF0000u)).AsSingle();
     }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadInt8AsInt16(sbyte* p) =>
+        Vector128.WidenLower(Vector128.CreateScalar(*(long*)p).AsSByte()).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAddPairs(Vector128<float> a, Vector128<float> b, Vector128<float> acc)
+    {
+        // The cross-platform form (any CPU): each lane's two int16 halves sign-extended, multiplied and added.
+        Vector128<int> x = a.AsInt32(), y = b.AsInt32();
+        var low = Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(x, 16), 16) * Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(y, 16), 16);
+        var high = Vector128.ShiftRightArithmetic(x, 16) * Vector128.ShiftRightArithmetic(y, 16);
+        return (acc.AsInt32() + (low + high)).AsSingle();
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Int32ToSingle(Vector128<float> v) => Vector128.ConvertToSingle(v.AsInt32());
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(float* p, Vector128<float> v) => v.Store(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
