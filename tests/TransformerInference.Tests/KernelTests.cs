@@ -133,7 +133,7 @@ public class KernelTests
     {
         using var scope = NewDisposeScope();
         const int k = 4097;
-        var limit = PackedLinear.ActivationLimit(k);
+        var limit = Int8PairWeights.ActivationLimit(k);
         Assert.True(127L * (k + 1) * limit <= int.MaxValue && 127L * (k + 1) * (limit + 1) > int.MaxValue);
         var weight = ones(3, k) * 0.5f;
         var x = ones(4, k) * 2;

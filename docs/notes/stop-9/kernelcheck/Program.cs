@@ -19,7 +19,8 @@ unsafe
     (IntPtr W, IntPtr Scale, float[] Deq) Pack(float[] w, int n, int k, string path, string f)
     {
         var width = Width(path); var panels = (n + width - 1) / width; long padded = (long)panels * width;
-        var bytes = (nuint)(padded * k * Size(f));
+        var stored = f == "i8" ? (k + 1) / 2 * 2 : k; // int8: pairs of k
+        var bytes = (nuint)(padded * stored * Size(f));
         var p = (byte*)NativeMemory.AlignedAlloc(bytes, 64); NativeMemory.Clear(p, bytes);
         float* scale = null; var deq = new float[(long)n * k];
         if (f == "i8") { scale = (float*)NativeMemory.AlignedAlloc((nuint)(padded * 4), 64); NativeMemory.Clear(scale, (nuint)(padded * 4)); }
@@ -33,28 +34,36 @@ unsafe
                 switch (f)
                 {
                     case "f32": ((float*)p)[index + (long)c * width] = v; deq[(long)r * k + c] = v; break;
-                    case "i8": var q = (sbyte)Math.Clamp(Math.Round(v / s, MidpointRounding.ToEven), -127, 127); ((sbyte*)p)[index + (long)c * width] = q; deq[(long)r * k + c] = q * s; break;
+                    case "i8": var q = (sbyte)Math.Clamp(Math.Round(v / s, MidpointRounding.ToEven), -127, 127); ((sbyte*)p + (long)panel * stored * width)[Int8PairWeights.Index(c, j, width)] = q; deq[(long)r * k + c] = q * s; break;
                     default: var h = Bf16(v); ((ushort*)p + (long)panel * k * width)[BFloat16Weights.Index(c, j, width)] = h; deq[(long)r * k + c] = BitConverter.UInt32BitsToSingle((uint)h << 16); break;
                 }
             }
         }
         return ((IntPtr)p, (IntPtr)scale, deq);
     }
+    // int8 rounds each row of x to int16 first (the library's rule, Int8PairWeights.QuantizeRows), then multiplies integers.
     void Run(string path, string f, float* x, float* y, long m, int k, int n, IntPtr w, IntPtr scale, float* bias)
     {
         var panels = (n + Width(path) - 1) / Width(path);
         var wp = (byte*)w; var sp = (float*)scale;
-        switch (path, f)
+        var pairs = (k + 1) / 2;
+        var q = f == "i8" ? new float[m * pairs + m] : null;
+        fixed (float* qp = q)
         {
-            case ("avx512", "f32"): PackedKernel<Avx512Ops, Vector512<float>, Float32Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            case ("avx512", "i8"): PackedKernel<Avx512Ops, Vector512<float>, Int8Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            case ("avx512", "bf16"): PackedKernel<Avx512Ops, Vector512<float>, BFloat16Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            case ("avx2", "f32"): PackedKernel<Avx2Ops, Vector256<float>, Float32Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            case ("avx2", "i8"): PackedKernel<Avx2Ops, Vector256<float>, Int8Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            case ("avx2", "bf16"): PackedKernel<Avx2Ops, Vector256<float>, BFloat16Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            case ("portable", "f32"): PackedKernel<PortableOps, Vector128<float>, Float32Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            case ("portable", "i8"): PackedKernel<PortableOps, Vector128<float>, Int8Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
-            default: PackedKernel<PortableOps, Vector128<float>, BFloat16Weights>.Run(x, y, m, k, n, wp, sp, bias, 0, panels); break;
+            if (f == "i8") Int8PairWeights.QuantizeRows(x, m, k, Int8PairWeights.ActivationLimit(k), (short*)qp, 2 * pairs, qp + m * pairs);
+            var rs = qp + m * pairs;
+            switch (path, f)
+            {
+                case ("avx512", "f32"): PackedKernel<Avx512Ops, Vector512<float>, Float32Weights>.Run(x, null, y, m, k, n, wp, sp, bias, 0, panels); break;
+                case ("avx512", "i8"): PackedKernel<Avx512Ops, Vector512<float>, Int8PairWeights>.Run(qp, rs, y, m, pairs, n, wp, sp, bias, 0, panels); break;
+                case ("avx512", "bf16"): PackedKernel<Avx512Ops, Vector512<float>, BFloat16Weights>.Run(x, null, y, m, k, n, wp, sp, bias, 0, panels); break;
+                case ("avx2", "f32"): PackedKernel<Avx2Ops, Vector256<float>, Float32Weights>.Run(x, null, y, m, k, n, wp, sp, bias, 0, panels); break;
+                case ("avx2", "i8"): PackedKernel<Avx2Ops, Vector256<float>, Int8PairWeights>.Run(qp, rs, y, m, pairs, n, wp, sp, bias, 0, panels); break;
+                case ("avx2", "bf16"): PackedKernel<Avx2Ops, Vector256<float>, BFloat16Weights>.Run(x, null, y, m, k, n, wp, sp, bias, 0, panels); break;
+                case ("portable", "f32"): PackedKernel<PortableOps, Vector128<float>, Float32Weights>.Run(x, null, y, m, k, n, wp, sp, bias, 0, panels); break;
+                case ("portable", "i8"): PackedKernel<PortableOps, Vector128<float>, Int8PairWeights>.Run(qp, rs, y, m, pairs, n, wp, sp, bias, 0, panels); break;
+                default: PackedKernel<PortableOps, Vector128<float>, BFloat16Weights>.Run(x, null, y, m, k, n, wp, sp, bias, 0, panels); break;
+            }
         }
     }
     // 1. Products: every path gives the same bits; error against a float64 product of the stored weights.

@@ -21,7 +21,7 @@ internal enum PackedFormat
 {
     Float32,
     /// <summary>Symmetric per-output-channel int8: <c>W[n, k] ≈ scale[n] · q[n, k]</c>, <c>q ∈ [-127, 127]</c>, multiplied
-    /// as integers (<see cref="Int8PairWeights"/>) against each row's activations rounded to int16 (<see cref="PackedLinear.QuantizeRows"/>).</summary>
+    /// as integers (<see cref="Int8PairWeights"/>) against each row's activations rounded to int16 (<see cref="Int8PairWeights.QuantizeRows"/>).</summary>
     Int8,
     /// <summary>bfloat16 (round to nearest even), widened to float in registers.</summary>
     BFloat16,
@@ -52,7 +52,7 @@ internal sealed unsafe class PackedLinear : LinearWeight
         var padded = (long)(_n + width - 1) / width * width;
         var size = format switch { PackedFormat.Int8 => 1, PackedFormat.BFloat16 => 2, _ => 4 };
         _pairs = (_k + 1) / 2;
-        _limit = ActivationLimit(_k);
+        _limit = Int8PairWeights.ActivationLimit(_k);
         var stored = format == PackedFormat.Int8 ? 2L * _pairs : _k; // int8 pairs: an odd k gets a zero weight
         try
         {
@@ -76,12 +76,6 @@ internal sealed unsafe class PackedLinear : LinearWeight
         weight.Dispose();
         bias?.Dispose();
     }
-
-    /// <summary>The largest |int16| an activation is rounded to for a product over <paramref name="k"/> inputs: every
-    /// int32 sum of <c>k</c> products with weights in [-127, 127] stays exact (<c>k · limit · 127 &lt; 2^31</c>). 32767 up to
-    /// k = 516, 8256 at 2048, 4128 at 4096: the activations' rounding error (half a step of max|x| / limit) stays far
-    /// below the weights' (half a step of max|w| / 127).</summary>
-    internal static int ActivationLimit(int k) => (int)Math.Min(short.MaxValue, int.MaxValue / (127L * ((k + 1) / 2 * 2)));
 
     /// <summary>Output columns per packed panel: two vectors.</summary>
     public static int PanelWidth(CpuKernel kernel) => 2 * kernel switch
@@ -199,7 +193,7 @@ internal sealed unsafe class PackedLinear : LinearWeight
 
     /// <summary>The product on raw rows (<c>m × in</c> → <c>m × out</c>); split by output panels over LibTorch's
     /// thread count when the product is large enough to pay for it. Integer int8 products first round each row to
-    /// int16 (<see cref="QuantizeRows"/>), once for all panels.</summary>
+    /// int16 (<see cref="Int8PairWeights.QuantizeRows"/>), once for all panels.</summary>
     internal void Run(float* x, float* y, long m)
     {
         if (_format != PackedFormat.Int8)
@@ -214,62 +208,13 @@ internal sealed unsafe class PackedLinear : LinearWeight
             fixed (float* buffer = rented)
             {
                 var rowScale = buffer + m * _pairs;
-                QuantizeRows(x, m, _k, _limit, (short*)buffer, 2 * _pairs, rowScale);
+                Int8PairWeights.QuantizeRows(x, m, _k, _limit, (short*)buffer, 2 * _pairs, rowScale);
                 Run(buffer, rowScale, y, m);
             }
         }
         finally
         {
             System.Buffers.ArrayPool<float>.Shared.Return(rented);
-        }
-    }
-
-    /// <summary>Rounds each row of <paramref name="x"/> (<c>m × k</c>) to int16 on its own symmetric grid:
-    /// <c>q = round(x · limit / max|x|)</c> (half to even), written <paramref name="stride"/> int16 apart (a zero pads an
-    /// odd <c>k</c>), with <c>rowScale = max|x| / limit</c> (0 for a zero row, NaN for a row holding NaN or ±∞, so its
-    /// outputs are NaN). One rule for every kernel path, so the paths agree bit for bit.</summary>
-    internal static void QuantizeRows(float* x, long m, int k, int limit, short* q, int stride, float* rowScale)
-    {
-        var c = Vector256<float>.Count;
-        for (long r = 0; r < m; r++)
-        {
-            var row = x + r * k;
-            var qr = q + r * stride;
-            var vmax = Vector256<float>.Zero;
-            var poison = Vector256<float>.Zero; // x · 0: NaN where x is NaN or ±∞
-            var i = 0;
-            for (; i + c <= k; i += c)
-            {
-                var v = Vector256.Load(row + i);
-                vmax = Vector256.Max(vmax, Vector256.Abs(v));
-                poison += v * Vector256<float>.Zero;
-            }
-            var max = Vector128.Max(vmax.GetLower(), vmax.GetUpper());
-            var top = Math.Max(Math.Max(max[0], max[1]), Math.Max(max[2], max[3]));
-            var bad = float.IsNaN(Vector256.Sum(poison));
-            for (; i < k; i++)
-            {
-                top = Math.Max(top, Math.Abs(row[i]));
-                bad |= !float.IsFinite(row[i]);
-            }
-            if (bad || top == 0)
-            {
-                new Span<short>(qr, stride).Clear();
-                rowScale[r] = bad ? float.NaN : 0;
-                continue;
-            }
-            var inverse = limit / top;
-            var vi = Vector256.Create(inverse);
-            i = 0;
-            for (; i + 2 * c <= k; i += 2 * c)
-            {
-                var a = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(row + i) * vi));
-                var b = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(row + i + c) * vi));
-                Vector256.Narrow(a, b).Store(qr + i);
-            }
-            for (; i < k; i++) qr[i] = (short)MathF.Round(row[i] * inverse, MidpointRounding.ToEven);
-            for (; i < stride; i++) qr[i] = 0;
-            rowScale[r] = top / limit;
         }
     }
 
