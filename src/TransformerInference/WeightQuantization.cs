@@ -6,8 +6,10 @@ public enum WeightQuantization
     /// <summary>As loaded, in the model's floating-point type.</summary>
     None,
 
-    /// <summary>Symmetric int8 with one float scale per output channel, quantized at load from the float checkpoint;
-    /// activations stay float32 and sums are float32. About a quarter of the float32 weight memory and bandwidth.
+    /// <summary>Symmetric int8 with one float scale per output channel, quantized at load from the float checkpoint.
+    /// Activations stay float32 between products; inside each product every row of activations is rounded to an int16
+    /// grid of its own, fine enough that the int8 × int16 sums are exact in int32 (integer multiply-adds: AVX2,
+    /// AVX-512, AVX-VNNI), then scaled back to float32. About a quarter of the float32 weight memory and bandwidth.
     /// CPU float32 models only.</summary>
     Int8,
 

@@ -90,8 +90,9 @@ public class KernelTests
         var weight = randn(outFeatures, inFeatures);
         weight[5] = zeros(inFeatures); // an all-zero channel has scale 0
         var bias = randn(outFeatures);
-        var x = randn(1, PackedLinear.LibTorchRows + 6, inFeatures); // leading dimensions are kept
-        foreach (var rows in new[] { 6, PackedLinear.LibTorchRows + 6 })
+        // Leading dimensions are kept. 134 rows: LibTorch's GEMM for bf16; 518: int8 quantizes and runs 256 rows at a time.
+        var x = randn(1, 2 * PackedLinear.QuantizedRows + 6, inFeatures);
+        foreach (var rows in new[] { 6, PackedLinear.LibTorchRows + 6, 2 * PackedLinear.QuantizedRows + 6 })
         {
             var input = x.narrow(1, 0, rows);
             // int8 reference written out independently: weights symmetric per output channel (max|w| / 127), each row of
@@ -115,8 +116,8 @@ public class KernelTests
                     Fixtures.AssertClose(reference.data<float>().ToArray(), output, 1e-4, $"{format} {path} {rows} rows");
                 Assert.Equal(outputs[0], outputs[1]);
                 Assert.Equal(outputs[0], outputs[2]);
-                if (rows >= PackedLinear.LibTorchRows) continue;
-                // A row's result does not depend on its batch.
+                // A row's result does not depend on its batch (int8: at every row count; bf16: below LibTorch's rows).
+                if (rows >= PackedLinear.LibTorchRows && format != PackedFormat.Int8) continue;
                 var alone = RunAll(weight, bias, input[0, rows - 1].unsqueeze(0), format)[1];
                 Assert.Equal(outputs[1].Skip((rows - 1) * outFeatures).ToArray(), alone);
             }

@@ -202,15 +202,21 @@ internal sealed unsafe class PackedLinear : LinearWeight
             Run(x, null, y, m);
             return;
         }
-        // The rows as int16 pairs, then one scale per row.
-        var rented = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)(m * _pairs + m)));
+        // Up to QuantizedRows rows at a time: their int16 pairs, then one scale per row (a bounded buffer that stays in
+        // cache however many rows an encoder brings).
+        var chunk = (int)Math.Min(m, QuantizedRows);
+        var rented = System.Buffers.ArrayPool<float>.Shared.Rent(checked(chunk * (_pairs + 1)));
         try
         {
             fixed (float* buffer = rented)
             {
-                var rowScale = buffer + m * _pairs;
-                Int8PairWeights.QuantizeRows(x, m, _k, _limit, (short*)buffer, 2 * _pairs, rowScale);
-                Run(buffer, rowScale, y, m);
+                var rowScale = buffer + (long)chunk * _pairs;
+                for (long r = 0; r < m; r += chunk)
+                {
+                    var rows = Math.Min(chunk, m - r);
+                    Int8PairWeights.QuantizeRows(x + r * _k, rows, _k, _limit, (short*)buffer, 2 * _pairs, rowScale);
+                    Run(buffer, rowScale, y + r * _n, rows);
+                }
             }
         }
         finally
@@ -218,6 +224,9 @@ internal sealed unsafe class PackedLinear : LinearWeight
             System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
     }
+
+    /// <summary>Rows an integer product quantizes and runs at a time.</summary>
+    internal const int QuantizedRows = 256;
 
     private void Run(float* x, float* rowScale, float* y, long m)
     {
