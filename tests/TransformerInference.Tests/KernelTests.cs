@@ -137,13 +137,15 @@ public class KernelTests
         var limit = Int8PairWeights.ActivationLimit(k);
         Assert.True(127L * (k + 1) * limit <= int.MaxValue && 127L * (k + 1) * (limit + 1) > int.MaxValue);
         var weight = ones(3, k) * 0.5f;
-        var x = ones(4, k) * 2;
+        var x = ones(5, k) * 2;
         x[1, 7] = float.NaN;
         x[2, 0] = float.PositiveInfinity;
         x[3] = zeros(k);
+        x[4] = ones(k) * 1e-40f; // subnormal: limit / max|x| is not a float
         foreach (var output in RunAll(weight, null, x, PackedFormat.Int8))
         {
             var y = output.Chunk(3).ToArray();
+            Assert.All(y[4], v => Assert.Equal(0f, v));
             Assert.All(y[0], v => Assert.Equal(k, v, k * 1e-6)); // (k · limit · 127) · (2 / limit) · (0.5 / 127)
             Assert.All(y[1], v => Assert.True(float.IsNaN(v)));
             Assert.All(y[2], v => Assert.True(float.IsNaN(v)));

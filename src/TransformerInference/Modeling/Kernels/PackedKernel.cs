@@ -69,8 +69,8 @@ internal readonly unsafe struct Int8PairWeights : IWeightFormat
 
     /// <summary>Rounds each row of <paramref name="x"/> (<c>m × k</c>) to int16 on its own symmetric grid:
     /// <c>q = round(x · limit / max|x|)</c> (half to even), written <paramref name="stride"/> int16 apart (a zero pads an
-    /// odd <c>k</c>), with <c>rowScale = max|x| / limit</c> (0 for a zero row, NaN for a row holding NaN or ±∞, so its
-    /// outputs are NaN). One rule for every kernel path, so the paths agree bit for bit.</summary>
+    /// odd <c>k</c>), with <c>rowScale = max|x| / limit</c> (0 for a zero or vanishingly small row, NaN for a row holding
+    /// NaN or ±∞, so its outputs are NaN). One rule for every kernel path, so the paths agree bit for bit.</summary>
     internal static void QuantizeRows(float* x, long m, int k, int limit, short* q, int stride, float* rowScale)
     {
         var c = Vector256<float>.Count;
@@ -95,13 +95,15 @@ internal readonly unsafe struct Int8PairWeights : IWeightFormat
                 top = Math.Max(top, Math.Abs(row[i]));
                 bad |= !float.IsFinite(row[i]);
             }
-            if (bad || top == 0)
+            // A row too small for its grid's step to be a float (max|x| below about 1e-34) counts as zero, as does an
+            // all-zero row: its products are zero to far better than float32 resolution of anything beside them.
+            var inverse = limit / top;
+            if (bad || !float.IsFinite(inverse))
             {
                 new Span<short>(qr, stride).Clear();
                 rowScale[r] = bad ? float.NaN : 0;
                 continue;
             }
-            var inverse = limit / top;
             var vi = Vector256.Create(inverse);
             i = 0;
             for (; i + 2 * c <= k; i += 2 * c)
