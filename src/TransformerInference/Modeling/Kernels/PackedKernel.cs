@@ -9,8 +9,9 @@ internal unsafe interface IWeightFormat
 {
     /// <summary>Bytes per weight.</summary>
     static abstract int Size { get; }
-    /// <summary>The <c>2·Count</c> weights of one panel row (one <c>k</c>), widened to float: columns
-    /// <c>[0, Count)</c> in <paramref name="lo"/>, <c>[Count, 2·Count)</c> in <paramref name="hi"/>.</summary>
+    /// <summary>The <c>2·Count</c> weights of one panel row (one <c>k</c>; a pair of <c>k</c> for integer formats),
+    /// widened to what the multiply-add takes (float, or int16 pairs): columns <c>[0, Count)</c> in
+    /// <paramref name="lo"/>, <c>[Count, 2·Count)</c> in <paramref name="hi"/>.</summary>
     static abstract void LoadPair<TOps, TV>(byte* p, out TV lo, out TV hi) where TOps : IVectorOps<TV> where TV : struct;
     /// <summary>Integer products (<see cref="Int8PairWeights"/>): the activations are int16 pairs, the accumulators
     /// int32, and every output is scaled by its row's activation scale.</summary>
@@ -140,9 +141,10 @@ internal readonly unsafe struct BFloat16Weights : IWeightFormat
 
 /// <summary>
 /// <c>y[m, n] = scale[n] · Σ_k x[m, k] · W[n, k] + bias[n]</c> on weights packed in panels of <c>2·Count</c> output
-/// columns, each panel <c>k</c>-major (<c>panel[k][j]</c>), so a panel is one contiguous stream. Every output element
-/// is one fused multiply-add chain over <c>k</c> in order, whatever the row count, the row's place in the batch or
-/// the vector width: a row's result does not depend on what it is batched with, and all paths agree bit for bit.
+/// columns, each panel <c>k</c>-major (<c>panel[k][j]</c>), so a panel is one contiguous stream. Every float output
+/// element is one fused multiply-add chain over <c>k</c> in order, and every integer one an exact int32 sum, whatever
+/// the row count, the row's place in the batch or the vector width: a row's result does not depend on what it is
+/// batched with, and all paths agree bit for bit.
 /// Rows are taken in blocks of up to 64, so the weights are read from memory once per block (once per decode step).
 /// </summary>
 internal static unsafe class PackedKernel<TOps, TV, TFormat>
