@@ -73,10 +73,9 @@ internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
     public static Vector512<float> MultiplyAddPairs(Vector512<float> a, Vector512<float> b, Vector512<float> acc)
     {
         if (Avx512BW.IsSupported) return (Avx512BW.MultiplyAddAdjacent(a.AsInt16(), b.AsInt16()) + acc.AsInt32()).AsSingle();
-        Vector512<int> x = a.AsInt32(), y = b.AsInt32();
-        var low = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(x, 16), 16) * Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(y, 16), 16);
-        var high = Vector512.ShiftRightArithmetic(x, 16) * Vector512.ShiftRightArithmetic(y, 16);
-        return (acc.AsInt32() + (low + high)).AsSingle();
+        // Without AVX-512BW: the two 256-bit halves (exact integer sums, so the same bits).
+        return Vector512.Create(Avx2Ops.MultiplyAddPairs(a.GetLower(), b.GetLower(), acc.GetLower()),
+            Avx2Ops.MultiplyAddPairs(a.GetUpper(), b.GetUpper(), acc.GetUpper()));
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Int32ToSingle(Vector512<float> v) => Vector512.ConvertToSingle(v.AsInt32());
@@ -125,10 +124,9 @@ internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
         // AVX-VNNI's vpdpwssd is the same sum in one instruction (no saturation; the sums never overflow).
         if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(acc.AsInt32(), a.AsInt16(), b.AsInt16()).AsSingle();
         if (Avx2.IsSupported) return Avx2.Add(Avx2.MultiplyAddAdjacent(a.AsInt16(), b.AsInt16()), acc.AsInt32()).AsSingle();
-        Vector256<int> x = a.AsInt32(), y = b.AsInt32();
-        var low = Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(x, 16), 16) * Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(y, 16), 16);
-        var high = Vector256.ShiftRightArithmetic(x, 16) * Vector256.ShiftRightArithmetic(y, 16);
-        return (acc.AsInt32() + (low + high)).AsSingle();
+        // Without AVX2: the two 128-bit halves in the cross-platform form.
+        return Vector256.Create(PortableOps.MultiplyAddPairs(a.GetLower(), b.GetLower(), acc.GetLower()),
+            PortableOps.MultiplyAddPairs(a.GetUpper(), b.GetUpper(), acc.GetUpper()));
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Int32ToSingle(Vector256<float> v) => Vector256.ConvertToSingle(v.AsInt32());
