@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace TransformerInference.Modeling.Kernels;
 
@@ -33,8 +34,14 @@ internal unsafe struct OneQueryAttention
 /// </summary>
 internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<TV> where TV : struct
 {
-    private const int StackPositions = 2048;
+    private const int StackPositions = 4096;
 
+    /// <summary>How far ahead of the reads the prefetch walk runs, in bytes (measured: 1–8 KB do equally well here).</summary>
+    private const long PrefetchDistance = 2048;
+
+    /// <summary>Runs the attention: per row, every head's scores and softmax, then every head's weighted sum of values,
+    /// so the row's keys and then its values are read as runs in a fixed order that a <see cref="PrefetchWalk"/>
+    /// follows ahead of the reads. Each head's arithmetic is the same as alone.</summary>
     // Not zeroed: every slot is written before it is read (the exp pass's lanes past the last position never are).
     [SkipLocalsInit]
     public static void Run(in OneQueryAttention a)
@@ -42,23 +49,42 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         var d = a.HeadDim;
         var group = a.Heads / a.KvHeads;
         var query = stackalloc float[d];
-        // Room for one vector past the last position: the exp pass runs over whole vectors.
+        var attended = stackalloc bool[a.Heads];
+        // Each head's scores, with room for one vector past the last position (the exp pass runs over whole vectors).
         var room = a.Positions + TOps.Count;
-        var rented = room <= StackPositions ? null : System.Buffers.ArrayPool<float>.Shared.Rent(room); // long sources
-        Span<float> weights = rented ?? stackalloc float[room];
+        var need = (long)room * a.Heads;
+        var rented = need <= StackPositions ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)need)); // long sources
+        Span<float> scores = rented ?? stackalloc float[(int)need];
+        var walk = new PrefetchWalk(a);
+        walk.Advance(PrefetchDistance);
         try
         {
-            fixed (float* p = weights)
+            fixed (float* p = scores)
             {
                 for (var b = 0; b < a.Batch; b++)
                 {
                     var mask = a.Mask == null ? null : a.Mask + b * a.MaskRow;
                     for (var h = 0; h < a.Heads; h++)
                     {
-                        var g = h / group;
-                        Head(a.Queries + b * a.QueryRow + (long)h * d, a.Keys + b * a.KvRow + g * a.KvHead,
-                            a.Values + b * a.KvRow + g * a.KvHead, mask, a.Positions, d, a.Scale, query, p,
-                            a.Output + ((long)b * a.Heads + h) * d);
+                        var ph = p + (long)h * room;
+                        // A group's first head is the one that reads its keys and values from memory.
+                        Scores(a.Queries + b * a.QueryRow + (long)h * d, a.Keys + b * a.KvRow + h / group * a.KvHead,
+                            a.Positions, d, a.Scale, query, ph, ref walk, h % group == 0);
+                        attended[h] = Softmax(ph, mask, a.Positions);
+                    }
+                    for (var h = 0; h < a.Heads; h++)
+                    {
+                        var output = a.Output + ((long)b * a.Heads + h) * d;
+                        var values = a.Values + b * a.KvRow + h / group * a.KvHead;
+                        var first = h % group == 0;
+                        if (attended[h])
+                        {
+                            WeightedSum(p + (long)h * room, values, mask, a.Positions, d, output, ref walk, first);
+                            continue;
+                        }
+                        // No position to attend: zeros, as LibTorch gives.
+                        new Span<float>(output, d).Clear();
+                        if (first) walk.Advance((long)a.Positions * d * sizeof(float));
                     }
                 }
             }
@@ -69,22 +95,106 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         }
     }
 
-    private static void Head(float* q, float* keys, float* values, byte* mask, int positions, int d, float scale,
-        float* query, float* p, float* output)
+    /// <summary>
+    /// A walk over the key and value runs in the order <see cref="Run"/> reads them (per row: every key/value head's
+    /// keys, then their values; each run <c>Positions × HeadDim</c> floats), prefetching each cache line once a fixed
+    /// distance ahead of the reads. The runs are short and scattered (8 KB at 32 positions and head dim 64), and the
+    /// hardware prefetcher alone ramps up again at each one: with the walk, attention at batch 16 reads as fast as a
+    /// plain vector sum over the same runs does. x86 only (elsewhere <see cref="Advance"/> does nothing).
+    /// </summary>
+    private struct PrefetchWalk
+    {
+        private readonly float* _keys, _values;
+        private readonly long _kvRow, _kvHead, _bytes;
+        private readonly int _kvHeads, _runs;
+        private int _run;
+        private byte* _at, _end;
+        private long _budget;
+
+        public PrefetchWalk(in OneQueryAttention a)
+        {
+            _keys = a.Keys;
+            _values = a.Values;
+            _kvRow = a.KvRow;
+            _kvHead = a.KvHead;
+            _kvHeads = a.KvHeads;
+            _bytes = (long)a.Positions * a.HeadDim * sizeof(float);
+            _runs = 2 * a.Batch * a.KvHeads;
+            _run = -1;
+            _at = _end = null;
+            _budget = 0;
+        }
+
+        /// <summary>Moves the walk <paramref name="bytes"/> further, prefetching the whole lines it passes (the rest
+        /// carries over to the next call).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Advance(long bytes)
+        {
+            if (!Sse.IsSupported) return;
+            _budget += bytes;
+            var lines = _budget >> 6;
+            _budget &= 63;
+            while (lines > 0)
+            {
+                if (_at >= _end && !NextRun()) return;
+                var n = Math.Min(lines, (_end - _at + 63) >> 6);
+                lines -= n;
+                for (; n >= 4; n -= 4, _at += 256)
+                {
+                    Sse.Prefetch0(_at);
+                    Sse.Prefetch0(_at + 64);
+                    Sse.Prefetch0(_at + 128);
+                    Sse.Prefetch0(_at + 192);
+                }
+                for (; n > 0; n--, _at += 64) Sse.Prefetch0(_at);
+            }
+        }
+
+        private bool NextRun()
+        {
+            if (++_run >= _runs) return false;
+            var row = _run / (2 * _kvHeads);
+            var values = _run / _kvHeads % 2 == 1;
+            _at = (byte*)((values ? _values : _keys) + row * _kvRow + _run % _kvHeads * _kvHead);
+            _end = _at + _bytes;
+            return true;
+        }
+    }
+
+    /// <summary>One head's scores: the query times the scale, then its dot product with every position's key, eight
+    /// then four keys at a time (independent chains; each key's sum is the same as alone). Masked positions are
+    /// computed too; their results are never read. <paramref name="first"/>: the walk advances over these keys.</summary>
+    private static void Scores(float* q, float* keys, int positions, int d, float scale, float* query, float* p,
+        ref PrefetchWalk walk, bool first)
     {
         var c = TOps.Count;
         var s = TOps.Create(scale);
         var i = 0;
         for (; i + c <= d; i += c) TOps.Store(query + i, TOps.Multiply(TOps.Load(q + i), s));
         for (; i < d; i++) query[i] = q[i] * scale;
-
-        // Every position's dot product, eight then four keys at a time (independent chains; each key's sum is the same
-        // as alone). Masked positions are computed too; their results are never read.
+        long key = (long)d * sizeof(float);
         var j0 = 0;
-        for (; j0 + 8 <= positions; j0 += 8) Dot8(query, keys + (long)j0 * d, d, p + j0);
-        for (; j0 + 4 <= positions; j0 += 4) Dot4(query, keys + (long)j0 * d, d, p + j0);
-        for (; j0 < positions; j0++) p[j0] = Dot(query, keys + (long)j0 * d, d);
+        for (; j0 + 8 <= positions; j0 += 8)
+        {
+            if (first) walk.Advance(8 * key);
+            Dot8(query, keys + (long)j0 * d, d, p + j0);
+        }
+        for (; j0 + 4 <= positions; j0 += 4)
+        {
+            if (first) walk.Advance(4 * key);
+            Dot4(query, keys + (long)j0 * d, d, p + j0);
+        }
+        for (; j0 < positions; j0++)
+        {
+            if (first) walk.Advance(key);
+            p[j0] = Dot(query, keys + (long)j0 * d, d);
+        }
+    }
 
+    /// <summary>Scores to weights in place: minus the largest attended score, exp, divided by the attended positions'
+    /// sum (added in position order). False when no position is attended.</summary>
+    private static bool Softmax(float* p, byte* mask, int positions)
+    {
         var max = float.NegativeInfinity;
         var any = false;
         for (var j = 0; j < positions; j++)
@@ -93,27 +203,30 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
             max = any ? MathF.Max(max, p[j]) : p[j];
             any = true;
         }
-        if (!any)
-        {
-            new Span<float>(output, d).Clear();
-            return;
-        }
+        if (!any) return false;
         // exp(score − max) for every position, whole vectors (lanes past the last position and masked positions are
         // never read); the sum over the attended positions in order.
         var m = TOps.Create(max);
-        for (var j = 0; j < positions; j += c) TOps.Store(p + j, TOps.Exp(TOps.Subtract(TOps.Load(p + j), m)));
+        for (var j = 0; j < positions; j += TOps.Count) TOps.Store(p + j, TOps.Exp(TOps.Subtract(TOps.Load(p + j), m)));
         var sum = 0f;
         for (var j = 0; j < positions; j++)
             if (mask == null || mask[j] != 0) sum += p[j];
-
         for (var j = 0; j < positions; j++)
             if (mask == null || mask[j] != 0) p[j] /= sum;
+        return true;
+    }
 
-        // output = Σ_j p_j · v_j, one fused multiply-add per element and position, positions in order, from zero:
-        // up to eight vectors of the output row at a time stay in registers over all positions.
-        i = 0;
-        for (; i + 8 * c <= d; i += 8 * c) WeightedSum8(p, values + i, mask, positions, d, output + i);
-        for (; i + 4 * c <= d; i += 4 * c) WeightedSum4(p, values + i, mask, positions, d, output + i);
+    /// <summary>output = Σ_j p_j · v_j, one fused multiply-add per element and position, positions in order, from zero:
+    /// up to eight vectors of the output row at a time stay in registers over all positions. <paramref name="first"/>:
+    /// the walk advances over these values, a position's share at a time.</summary>
+    private static void WeightedSum(float* p, float* values, byte* mask, int positions, int d, float* output,
+        ref PrefetchWalk walk, bool first)
+    {
+        var c = TOps.Count;
+        var i = 0;
+        for (; i + 8 * c <= d; i += 8 * c) WeightedSum8(p, values + i, mask, positions, d, output + i, ref walk, first ? 8 * c * sizeof(float) : 0);
+        for (; i + 4 * c <= d; i += 4 * c) WeightedSum4(p, values + i, mask, positions, d, output + i, ref walk, first ? 4 * c * sizeof(float) : 0);
+        if (first && i < d) walk.Advance((long)positions * (d - i) * sizeof(float));
         for (; i + c <= d; i += c) WeightedSum1(p, values + i, mask, positions, d, output + i);
         for (; i < d; i++)
         {
@@ -127,12 +240,14 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
     /// <summary>Eight output vectors at <paramref name="output"/>: <c>Σ_j p_j · v_j</c> over the attended positions in
     /// order, <paramref name="p"/> already divided by their sum (each element one fused multiply-add chain from zero,
     /// as in <see cref="WeightedSum1"/>).</summary>
-    private static void WeightedSum8(float* p, float* v, byte* mask, int positions, int d, float* output)
+    private static void WeightedSum8(float* p, float* v, byte* mask, int positions, int d, float* output, ref PrefetchWalk walk,
+        long advance)
     {
         var c = TOps.Count;
         TV a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
         for (var j = 0; j < positions; j++, v += d)
         {
+            if (advance != 0) walk.Advance(advance);
             if (mask != null && mask[j] == 0) continue;
             var w = TOps.Broadcast(p + j);
             a0 = TOps.MultiplyAdd(w, TOps.Load(v), a0);
@@ -155,12 +270,14 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
     }
 
     /// <summary>Four output vectors, as <see cref="WeightedSum8"/>.</summary>
-    private static void WeightedSum4(float* p, float* v, byte* mask, int positions, int d, float* output)
+    private static void WeightedSum4(float* p, float* v, byte* mask, int positions, int d, float* output, ref PrefetchWalk walk,
+        long advance)
     {
         var c = TOps.Count;
         TV a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
         for (var j = 0; j < positions; j++, v += d)
         {
+            if (advance != 0) walk.Advance(advance);
             if (mask != null && mask[j] == 0) continue;
             var w = TOps.Broadcast(p + j);
             a0 = TOps.MultiplyAdd(w, TOps.Load(v), a0);
