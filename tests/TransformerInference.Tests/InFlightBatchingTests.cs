@@ -191,6 +191,115 @@ public class InFlightBatchingTests
     }
 
     [Fact]
+    public void FilledPositionsSlideToTheFrontInsteadOfTheStoresGrowing()
+    {
+        // Rows that leave free the positions before the remaining rows' start (compacted away at the stores' front).
+        // When a join then needs more positions than remain behind, the filled ones slide to the front in place; the
+        // stores do not grow, and every row's scores still equal its sequence's decoded alone.
+        using var model = SeedParityTests.Load("seed-tiny");
+        using var noGrad = torch.inference_mode();
+        var sources = SeedSources(4);
+        long[] feed = [model.SosId, 17, 42, 9, 30, 5, 11, 8];
+        float[][] Alone(IReadOnlyList<int> source, int steps)
+        {
+            using var scope = torch.NewDisposeScope();
+            using var cache = model.Start(Generator.Batch(model, new[] { source }), 12);
+            return feed.Take(steps).Select(t => model.Step(torch.tensor(new[] { t }, new long[] { 1, 1 }), cache).data<float>().ToArray()).ToArray();
+        }
+        var b = Alone(sources[1], 4);
+        var c = Alone(sources[2], 5);
+        var d = Alone(sources[3], 2);
+        using var scope = torch.NewDisposeScope();
+        var shared = model.Start(Generator.Batch(model, new[] { sources[0] }), 6);
+        try
+        {
+            float[] Row(torch.Tensor logits, int row) => logits[row].data<float>().ToArray();
+            void Same(float[] expected, float[] actual, string what) =>
+                Assert.True(expected.Zip(actual).All(p => Math.Abs(p.First - p.Second) <= 1e-4), what);
+            torch.Tensor Step(params long[] tokens) => model.Step(torch.tensor(tokens, new long[] { tokens.Length, 1 }), shared);
+            for (var i = 0; i < 3; i++) Step(feed[i]); // a alone
+            shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[1] }), 6) }); // b: the stores grow
+            Assert.Equal(1, shared.Growths);
+            Same(b[0], Row(Step(feed[3], feed[0]), 1), "b step 0");
+            shared.Reorder(torch.tensor(new long[] { 1 })); // a leaves: its positions are compacted away
+            for (var i = 1; i < 4; i++) Same(b[i], Row(Step(feed[i]), 0), $"b step {i}");
+            shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[2] }), 6) }); // c: room behind
+            Assert.Equal(1, shared.Growths);
+            for (var i = 0; i < 3; i++)
+                Same(c[i], Row(Step(feed[4 + i], feed[i]), 1), $"c step {i}");
+            shared.Reorder(torch.tensor(new long[] { 1 })); // b leaves
+            Same(c[3], Row(Step(feed[3]), 0), "c step 3");
+            Assert.Equal(0, shared.Slides);
+            shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[3] }), 6) }); // d: too few behind
+            Assert.Equal(1, shared.Slides);
+            Assert.Equal(1, shared.Growths);
+            var logits = Step(feed[4], feed[0]);
+            Same(c[4], Row(logits, 0), "c step 4");
+            Same(d[0], Row(logits, 1), "d step 0");
+            Same(d[1], Row(Step(feed[5], feed[1]), 1), "d step 1");
+        }
+        finally
+        {
+            shared.Dispose();
+        }
+    }
+
+    [Fact]
+    public void CrossAttentionRowsLeaveAndJoinInPlace()
+    {
+        // Rows leaving move the kept cross-attention keys, values and source masks down inside their stores; a call
+        // joining writes its rows into the rows left spare. Only a join that needs more rows or a longer source
+        // reallocates them, once for all layers.
+        using var model = SeedParityTests.Load("seed-tiny");
+        using var noGrad = torch.inference_mode();
+        using var scope = torch.NewDisposeScope();
+        var sources = SeedSources(5).OrderByDescending(s => s.Count).ToArray();
+        float[] Row(torch.Tensor t, long row) => t[row].contiguous().data<float>().ToArray();
+        bool[] MaskRow(torch.Tensor t, long row) => t[row].contiguous().data<bool>().ToArray();
+        using var cache = model.Start(Generator.Batch(model, sources.Take(3).ToArray()), 8);
+        var layers = model.Config.DecoderLayers;
+        var keys = Enumerable.Range(0, layers).Select(l => new[] { 0L, 1, 2 }.Select(r => Row(cache.Cross(l).Keys, r)).ToArray()).ToArray();
+        var values = Enumerable.Range(0, layers).Select(l => new[] { 0L, 1, 2 }.Select(r => Row(cache.Cross(l).Values, r)).ToArray()).ToArray();
+        var masks = new[] { 0L, 1, 2 }.Select(r => MaskRow(cache.SourceMask, r)).ToArray();
+
+        cache.Reorder(torch.tensor(new long[] { 0, 2 })); // the middle row leaves
+        Assert.Equal(2, cache.BatchSize);
+        for (var l = 0; l < layers; l++)
+        {
+            Assert.Equal(keys[l][0], Row(cache.Cross(l).Keys, 0));
+            Assert.Equal(keys[l][2], Row(cache.Cross(l).Keys, 1));
+            Assert.Equal(values[l][2], Row(cache.Cross(l).Values, 1));
+        }
+        Assert.Equal(masks[2], MaskRow(cache.SourceMask, 1));
+
+        // A shorter source joins into the spare row: no reallocation; its keys, values and mask padded to the width.
+        using var joining = model.Start(Generator.Batch(model, new[] { sources[4] }), 8);
+        var joinKeys = joining.Cross(0).Keys[0].clone();
+        var joinMask = MaskRow(joining.SourceMask, 0);
+        var width = cache.SourceMask.shape[3];
+        var length = joinKeys.shape[1];
+        Assert.True(length < width);
+        cache.Merge(new[] { joining });
+        Assert.Equal(0, cache.CrossGrowths);
+        Assert.Equal(3, cache.BatchSize);
+        Assert.Equal(width, cache.SourceMask.shape[3]);
+        var joined = cache.Cross(0).Keys[2]; // [kv heads, width, head dim]
+        Assert.True(joined.narrow(1, 0, length).eq(joinKeys).all().item<bool>());
+        Assert.Equal(0f, joined.narrow(1, length, width - length).abs().max().item<float>());
+        var mask = MaskRow(cache.SourceMask, 2);
+        Assert.Equal(joinMask, mask.Take(joinMask.Length));
+        Assert.All(mask.Skip(joinMask.Length), Assert.False);
+        Assert.Equal(keys[0][2], Row(cache.Cross(0).Keys, 1)); // the kept rows stay
+
+        // One more row than the stores hold: they grow once, the rows already there copied.
+        cache.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[3] }), 8) });
+        Assert.Equal(1, cache.CrossGrowths);
+        Assert.Equal(4, cache.BatchSize);
+        Assert.Equal(keys[0][0], Row(cache.Cross(0).Keys, 0));
+        Assert.True(cache.Cross(0).Keys[2].narrow(1, 0, length).eq(joinKeys).all().item<bool>());
+    }
+
+    [Fact]
     public void RowsJoinSpareRowsOfTheCacheAndLeaveInPlaceWithTheirLoneLogits()
     {
         // KvCache directly: a joins, b joins (the stores grow, with rows and positions to spare), a leaves (rows move

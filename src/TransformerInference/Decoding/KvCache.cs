@@ -17,9 +17,13 @@ public sealed class KvCache : IDisposable
     // calls join and rows leave without reallocating; they grow geometrically when a join needs more.
     private readonly Tensor[] _keyStores, _valueStores;
     private long _shift; // store position of cache position 0 (positions before it were compacted away)
-    private readonly Tensor[] _crossKeys;
+    private readonly Tensor[] _crossKeys; // views [rows, kv_heads, source width, head_dim] into the cross stores
     private readonly Tensor[] _crossValues;
-    private Tensor _sourceMask;
+    private Tensor _sourceMask; // view [rows, 1, 1, source width] into the mask store
+    // The cross-attention and source-mask allocations: [row capacity, ...]. Like the self-attention stores, rows to
+    // spare let calls join and rows leave in place instead of reallocating (and faulting in) every row each time.
+    private readonly Tensor[] _crossKeyStores, _crossValueStores;
+    private Tensor _maskStore;
     private long[]? _starts; // per row, the shared position where its first token sits (rows that joined later); null: all 0
     private Tensor? _stepPositions, _stepMask; // this step's per-row positions and self-attention key mask (ragged rows)
     private bool _disposed;
@@ -34,12 +38,15 @@ public sealed class KvCache : IDisposable
         _valueStores = new Tensor[layers];
         _crossKeys = new Tensor[layers];
         _crossValues = new Tensor[layers];
+        _crossKeyStores = new Tensor[layers];
+        _crossValueStores = new Tensor[layers];
         for (var i = 0; i < layers; i++)
         {
             _keyStores[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
             _valueStores[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
         }
-        _sourceMask = sourceMask.DetachFromDisposeScope();
+        _maskStore = sourceMask.DetachFromDisposeScope();
+        _sourceMask = _maskStore.alias().DetachFromDisposeScope();
         View(batch);
     }
 
@@ -64,16 +71,26 @@ public sealed class KvCache : IDisposable
 
     /// <summary>Keeps the filled positions of rows <paramref name="index"/> (int64, repeats allowed) as rows 0..n−1,
     /// in place when the stores hold n rows, else in new stores of n rows.</summary>
-    private void SelectSelfRows(Tensor index)
+    private void SelectSelfRows(Tensor index, long[] host, int same, bool down)
     {
         var n = index.shape[0];
         var fits = n <= StoreRows;
+        if (fits && down)
+        {
+            // Rows leave, the rest keep their order: each moves down in place (none when only the last rows left).
+            foreach (var store in _keyStores.Concat(_valueStores))
+                using (var filled = store.narrow(2, _shift, Length)) MoveRowsDown(filled, host, same);
+            if (n != _selfKeys[0].shape[0]) View(n);
+            return;
+        }
+        if (!fits) same = 0;
         for (var i = 0; i < _keyStores.Length; i++)
         {
             foreach (var (views, stores) in new[] { (_selfKeys, _keyStores), (_selfValues, _valueStores) })
             {
                 using var used = views[i].narrow(2, 0, Length);
-                using var picked = used.index_select(0, index);
+                using var moved = index.narrow(0, same, n - same);
+                using var picked = used.index_select(0, moved);
                 if (!fits)
                 {
                     var shape = stores[i].shape.ToArray();
@@ -84,7 +101,7 @@ public sealed class KvCache : IDisposable
                     stores[i] = store;
                 }
                 var offset = fits ? _shift : 0;
-                using var target = stores[i].narrow(0, 0, n);
+                using var target = stores[i].narrow(0, same, n - same);
                 using var filled = target.narrow(2, offset, Length);
                 filled.copy_(picked);
             }
@@ -142,7 +159,7 @@ public sealed class KvCache : IDisposable
     internal Tensor SourceMask => _sourceMask;
 
     /// <summary>Bytes held by the cache tensors (self-attention buffers at full capacity plus cross-attention).</summary>
-    public long Bytes => _keyStores.Concat(_valueStores).Concat(_crossKeys).Concat(_crossValues)
+    public long Bytes => _keyStores.Concat(_valueStores).Concat(_crossKeyStores).Concat(_crossValueStores)
         .Where(t => t is not null).Sum(t => t.NumberOfElements * t.ElementSize);
 
     /// <summary>Shapes of one layer's cached tensors as used so far: self keys, self values, cross keys, cross values.</summary>
@@ -155,8 +172,40 @@ public sealed class KvCache : IDisposable
 
     internal void SetCross(int layer, Tensor keys, Tensor values)
     {
-        _crossKeys[layer] = keys.DetachFromDisposeScope();
-        _crossValues[layer] = values.DetachFromDisposeScope();
+        _crossKeyStores[layer] = keys.DetachFromDisposeScope();
+        _crossValueStores[layer] = values.DetachFromDisposeScope();
+        _crossKeys[layer] = keys.alias().DetachFromDisposeScope();
+        _crossValues[layer] = values.alias().DetachFromDisposeScope();
+    }
+
+    /// <summary>Times a join had to reallocate the cross-attention and source-mask stores (tests).</summary>
+    internal int CrossGrowths { get; private set; }
+
+    /// <summary>Rows the cross stores hold (used or to spare).</summary>
+    private long CrossStoreRows => _maskStore.shape[0];
+
+    /// <summary>Points the cross-attention and source-mask views at the first <paramref name="rows"/> rows of their
+    /// stores (every source position of the stores).</summary>
+    private void CrossView(long rows)
+    {
+        for (var i = 0; i < _crossKeyStores.Length; i++)
+        {
+            if (_crossKeyStores[i] is null) continue;
+            Replace(ref _crossKeys[i], _crossKeyStores[i].narrow(0, 0, rows).DetachFromDisposeScope());
+            Replace(ref _crossValues[i], _crossValueStores[i].narrow(0, 0, rows).DetachFromDisposeScope());
+        }
+        Replace(ref _sourceMask, _maskStore.narrow(0, 0, rows).DetachFromDisposeScope());
+    }
+
+    /// <summary>Every cross store with its view, and the source-mask store with its view: (store, view, source dim).</summary>
+    private IEnumerable<(Tensor[] Stores, Tensor[] Views, int Index, long Dim)> CrossSlots()
+    {
+        for (var i = 0; i < _crossKeyStores.Length; i++)
+        {
+            if (_crossKeyStores[i] is null) continue;
+            yield return (_crossKeyStores, _crossKeys, i, 2);
+            yield return (_crossValueStores, _crossValues, i, 2);
+        }
     }
 
     internal (Tensor Keys, Tensor Values) Cross(int layer) => (_crossKeys[layer], _crossValues[layer]);
@@ -209,6 +258,9 @@ public sealed class KvCache : IDisposable
         var rows = BatchSize;
         var added = joining.Sum(j => j.BatchSize);
         var needed = Length + joining.Max(j => j.Capacity);
+        // Positions run out while the stores' front holds only positions compacted away: the filled positions slide
+        // back to the front (a copy, no allocation) instead of the stores growing.
+        if (rows + added <= StoreRows && needed > Capacity && _shift > 0 && needed <= _keyStores[0].shape[2]) Slide(rows);
         if (rows + added <= StoreRows && needed <= Capacity)
         {
             // Spare rows and positions: the joining rows take them. Positions before their start are read (masked):
@@ -243,43 +295,121 @@ public sealed class KvCache : IDisposable
             Capacity = capacity;
             Growths++;
         }
-        var width = Math.Max(_sourceMask.shape[3], joining.Max(j => j._sourceMask.shape[3]));
-        // The cross-attention tensors and source masks of all rows, each padded to the longest source, in one tensor.
-        Tensor Join(Tensor mine, Func<KvCache, Tensor> theirs, long dim)
-        {
-            var shape = mine.shape.ToArray();
-            shape[0] = rows + added;
-            shape[dim] = width;
-            // Written once: each part copied, only its padding zeroed (zero keys/values, false mask).
-            var joined = empty(shape, mine.dtype, mine.device);
-            void Put(Tensor t, long at)
-            {
-                var slot = joined.narrow(0, at, t.shape[0]);
-                slot.narrow(dim, 0, t.shape[dim]).copy_(t);
-                if (t.shape[dim] < width) slot.narrow(dim, t.shape[dim], width - t.shape[dim]).zero_();
-            }
-            Put(mine, 0);
-            var at = rows;
-            foreach (var j in joining)
-            {
-                var t = theirs(j);
-                Put(t, at);
-                at += t.shape[0];
-            }
-            return joined.DetachFromDisposeScope();
-        }
-        for (var i = 0; i < _selfKeys.Length; i++)
-        {
-            if (_crossKeys[i] is null) continue;
-            var layer = i;
-            Replace(ref _crossKeys[i], Join(_crossKeys[i], j => j._crossKeys[layer], 2));
-            Replace(ref _crossValues[i], Join(_crossValues[i], j => j._crossValues[layer], 2));
-        }
-        Replace(ref _sourceMask, Join(_sourceMask, j => j._sourceMask, 3));
+        JoinCross(rows, added, joining);
         _starts = (_starts ?? new long[rows]).Concat(Enumerable.Repeat(Length, (int)added)).ToArray();
         if (_starts.All(v => v == 0)) _starts = null;
         View(rows + added);
         foreach (var j in joining) j.Dispose();
+    }
+
+    /// <summary>Writes the cross-attention keys, values and source masks of <paramref name="joining"/> into the cross
+    /// stores' rows from <paramref name="rows"/> on, padded to the stores' source width (zero keys and values, false
+    /// mask); the stores grow first (rows by half again, or the width to the longest source) when they lack room.</summary>
+    private void JoinCross(long rows, long added, IReadOnlyList<KvCache> joining)
+    {
+        var width = Math.Max(_maskStore.shape[3], joining.Max(j => j._sourceMask.shape[3]));
+        if (rows + added > CrossStoreRows || width > _maskStore.shape[3] || !CrossContiguous())
+        {
+            var rowCapacity = Math.Max(rows + added, CrossStoreRows + CrossStoreRows / 2);
+            foreach (var (stores, views, i, dim) in CrossSlots()) stores[i] = Grown(stores[i], views[i], rows, rowCapacity, width, dim);
+            _maskStore = Grown(_maskStore, _sourceMask, rows, rowCapacity, width, 3);
+            CrossGrowths++;
+        }
+        // Each joining row written once: its part copied, only its padding zeroed.
+        static void Put(Tensor store, Tensor part, long at, long dim)
+        {
+            using var slot = store.narrow(0, at, part.shape[0]);
+            using (var filled = slot.narrow(dim, 0, part.shape[dim])) filled.copy_(part);
+            var width = store.shape[dim];
+            if (part.shape[dim] < width)
+                using (var pad = slot.narrow(dim, part.shape[dim], width - part.shape[dim])) pad.zero_();
+        }
+        var at = rows;
+        foreach (var j in joining)
+        {
+            foreach (var (stores, _, i, dim) in CrossSlots()) Put(stores[i], stores == _crossKeyStores ? j._crossKeys[i] : j._crossValues[i], at, dim);
+            Put(_maskStore, j._sourceMask, at, 3);
+            at += j.BatchSize;
+        }
+        CrossView(rows + added);
+    }
+
+    /// <summary>A new contiguous store of <paramref name="rowCapacity"/> rows and <paramref name="width"/> source
+    /// positions holding the first <paramref name="rows"/> rows of <paramref name="view"/> (padding zeroed); the old
+    /// store is disposed.</summary>
+    private static Tensor Grown(Tensor store, Tensor view, long rows, long rowCapacity, long width, long dim)
+    {
+        var shape = store.shape.ToArray();
+        shape[0] = rowCapacity;
+        shape[dim] = width;
+        var grown = empty(shape, store.dtype, store.device).DetachFromDisposeScope();
+        using (var used = grown.narrow(0, 0, rows))
+        {
+            var old = view.shape[dim];
+            using (var filled = used.narrow(dim, 0, old)) filled.copy_(view.narrow(0, 0, rows));
+            if (old < width)
+                using (var pad = used.narrow(dim, old, width - old)) pad.zero_();
+        }
+        store.Dispose();
+        return grown;
+    }
+
+    /// <summary>Moves the filled positions of the first <paramref name="rows"/> rows to the stores' front.</summary>
+    private void Slide(long rows)
+    {
+        for (var i = 0; i < _keyStores.Length; i++)
+        {
+            foreach (var store in new[] { _keyStores[i], _valueStores[i] })
+            {
+                using var used = store.narrow(0, 0, rows);
+                // In pieces no longer than the distance moved, so no piece overlaps the one it is copied from.
+                for (long at = 0; at < Length; at += _shift)
+                {
+                    var count = Math.Min(_shift, Length - at);
+                    using var target = used.narrow(2, at, count);
+                    using var source = used.narrow(2, _shift + at, count);
+                    target.copy_(source);
+                }
+            }
+        }
+        Capacity += _shift;
+        _shift = 0;
+        Slides++;
+        View(rows);
+    }
+
+    /// <summary>Times the filled positions slid to the stores' front instead of the stores growing (tests).</summary>
+    internal int Slides { get; private set; }
+
+    /// <summary>Whether <paramref name="index"/> keeps rows in their order, dropping some: every kept row then moves
+    /// down (or stays), and <see cref="MoveRowsDown"/> can move it in place.</summary>
+    private static bool Increasing(long[] index)
+    {
+        for (var j = 1; j < index.Length; j++)
+            if (index[j] <= index[j - 1]) return false;
+        return true;
+    }
+
+    /// <summary>Rows <c>index[j]</c> of <paramref name="t"/> to rows <c>j</c> for <c>j ≥ same</c>, in place, for an
+    /// increasing <paramref name="index"/>: each run of consecutive rows copied at once, in pieces no longer than the
+    /// distance it moves (no piece overlaps its source, and no source is overwritten before it is read). No temporary:
+    /// a gather would allocate (and fault in) a copy of every moving row.</summary>
+    private static void MoveRowsDown(Tensor t, long[] index, int same)
+    {
+        for (var j = same; j < index.Length;)
+        {
+            var run = 1;
+            while (j + run < index.Length && index[j + run] == index[j] + run) run++;
+            var distance = index[j] - j;
+            for (long at = 0; at < run; at += distance)
+            {
+                var count = Math.Min(distance, run - at);
+                using var target = t.narrow(0, j + at, count);
+                using var source = t.narrow(0, index[j] + at, count);
+                target.copy_(source);
+            }
+            j += run;
+        }
     }
 
     private static void Replace(ref Tensor slot, Tensor value)
@@ -317,43 +447,58 @@ public sealed class KvCache : IDisposable
         ArgumentNullException.ThrowIfNull(rows);
         ThrowIfDisposed();
         CheckRows(rows);
-        static void Select(Tensor[] tensors, Tensor index)
-        {
-            for (var i = 0; i < tensors.Length; i++)
-            {
-                if (tensors[i] is null) continue;
-                var old = tensors[i];
-                tensors[i] = old.index_select(0, index).DetachFromDisposeScope();
-                old.Dispose();
-            }
-        }
         using var index = rows.device == _sourceMask.device ? rows.alias() : rows.to(_sourceMask.device);
+        long[] host;
+        using (var cpu = rows.cpu()) host = cpu.data<long>().ToArray();
         if (_starts is not null)
         {
-            using var host = rows.cpu();
             var starts = _starts;
-            _starts = host.data<long>().ToArray().Select(r => starts[r]).ToArray();
+            _starts = host.Select(r => starts[r]).ToArray();
         }
+        // Rows that keep their place (a prefix: rows before the first that leaves or moves) are not copied.
+        var same = 0;
+        while (same < host.Length && host[same] == same) same++;
         // Self-attention: only the filled positions move, in place while the stores hold the rows.
-        SelectSelfRows(index);
-        if (index.shape[0] == BatchSize)
-        {
-            // Same row count (beams following parents): the rest in place too.
-            foreach (var t in _crossKeys.Concat(_crossValues).Where(t => t is not null).Append(_sourceMask))
-            {
-                using var picked = t.index_select(0, index);
-                t.copy_(picked);
-            }
-            Compact();
-            return;
-        }
-        Select(_crossKeys, index);
-        Select(_crossValues, index);
-        var oldMask = _sourceMask;
-        _sourceMask = oldMask.index_select(0, index).DetachFromDisposeScope();
-        oldMask.Dispose();
+        var down = Increasing(host);
+        SelectSelfRows(index, host, same, down);
+        SelectCrossRows(index, host, same, down);
         Compact();
     }
+
+    /// <summary>Keeps the cross-attention and source-mask rows <paramref name="index"/> as rows 0..n−1 (the first
+    /// <paramref name="same"/> already in place), in place while the stores hold n rows, else in new stores.</summary>
+    private void SelectCrossRows(Tensor index, long[] host, int same, bool down)
+    {
+        var n = index.shape[0];
+        if (n <= CrossStoreRows && CrossContiguous())
+        {
+            if (down)
+            {
+                foreach (var (stores, _, i, _) in CrossSlots()) MoveRowsDown(stores[i], host, same);
+                MoveRowsDown(_maskStore, host, same);
+            }
+            else if (same < n)
+            {
+                using var moved = index.narrow(0, same, n - same);
+                foreach (var (stores, views, i, _) in CrossSlots().Append((new[] { _maskStore }, new[] { _sourceMask }, 0, 3L)))
+                {
+                    using var picked = views[i].index_select(0, moved); // gathered first: sources and targets may overlap
+                    using var target = stores[i].narrow(0, same, n - same);
+                    target.copy_(picked);
+                }
+            }
+        }
+        else
+        {
+            foreach (var (stores, views, i, _) in CrossSlots()) Replace(ref stores[i], views[i].index_select(0, index).DetachFromDisposeScope());
+            Replace(ref _maskStore, _sourceMask.index_select(0, index).DetachFromDisposeScope());
+        }
+        CrossView(n);
+    }
+
+    /// <summary>Whether every cross store can be written in place (contiguous, not a broadcast view).</summary>
+    private bool CrossContiguous() =>
+        _maskStore.is_contiguous() && CrossSlots().All(c => c.Stores[c.Index].is_contiguous());
 
     internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
@@ -374,9 +519,11 @@ public sealed class KvCache : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var t in _selfKeys.Concat(_selfValues).Concat(_keyStores).Concat(_valueStores).Concat(_crossKeys).Concat(_crossValues))
+        foreach (var t in _selfKeys.Concat(_selfValues).Concat(_keyStores).Concat(_valueStores).Concat(_crossKeys).Concat(_crossValues)
+            .Concat(_crossKeyStores).Concat(_crossValueStores))
             t?.Dispose();
         _sourceMask.Dispose();
+        _maskStore.Dispose();
         ReleaseStep();
     }
 }
