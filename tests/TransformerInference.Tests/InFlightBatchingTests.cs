@@ -1,6 +1,7 @@
 using TorchSharp;
 using TransformerInference.Decoding;
 using TransformerInference.Loading;
+using TransformerInference.Modeling;
 using Xunit;
 
 namespace TransformerInference.Tests;
@@ -190,6 +191,19 @@ public class InFlightBatchingTests
         Assert.Throws<InvalidOperationException>(() => processed.Advance(new long[5], new float[5]));
     }
 
+    /// <summary>The scores of each step of <paramref name="source"/> decoded alone, fed <paramref name="feed"/>.</summary>
+    private static float[][] LoneScores(TransformerModel model, IReadOnlyList<int> source, long[] feed, int steps)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var cache = model.Start(Generator.Batch(model, new[] { source }), 12);
+        return feed.Take(steps).Select(t => model.Step(torch.tensor(new[] { t }, new long[] { 1, 1 }), cache).data<float>().ToArray()).ToArray();
+    }
+
+    private static float[] Row(torch.Tensor logits, int row) => logits[row].data<float>().ToArray();
+
+    private static void Same(float[] expected, float[] actual, string what) =>
+        Assert.True(expected.Zip(actual).All(p => Math.Abs(p.First - p.Second) <= 1e-4), what);
+
     [Fact]
     public void FilledPositionsSlideToTheFrontInsteadOfTheStoresGrowing()
     {
@@ -200,12 +214,7 @@ public class InFlightBatchingTests
         using var noGrad = torch.inference_mode();
         var sources = SeedSources(4);
         long[] feed = [model.SosId, 17, 42, 9, 30, 5, 11, 8];
-        float[][] Alone(IReadOnlyList<int> source, int steps)
-        {
-            using var scope = torch.NewDisposeScope();
-            using var cache = model.Start(Generator.Batch(model, new[] { source }), 12);
-            return feed.Take(steps).Select(t => model.Step(torch.tensor(new[] { t }, new long[] { 1, 1 }), cache).data<float>().ToArray()).ToArray();
-        }
+        float[][] Alone(IReadOnlyList<int> source, int steps) => LoneScores(model, source, feed, steps);
         var b = Alone(sources[1], 4);
         var c = Alone(sources[2], 5);
         var d = Alone(sources[3], 2);
@@ -213,9 +222,6 @@ public class InFlightBatchingTests
         var shared = model.Start(Generator.Batch(model, new[] { sources[0] }), 6);
         try
         {
-            float[] Row(torch.Tensor logits, int row) => logits[row].data<float>().ToArray();
-            void Same(float[] expected, float[] actual, string what) =>
-                Assert.True(expected.Zip(actual).All(p => Math.Abs(p.First - p.Second) <= 1e-4), what);
             torch.Tensor Step(params long[] tokens) => model.Step(torch.tensor(tokens, new long[] { tokens.Length, 1 }), shared);
             for (var i = 0; i < 3; i++) Step(feed[i]); // a alone
             shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[1] }), 6) }); // b: the stores grow
@@ -309,12 +315,7 @@ public class InFlightBatchingTests
         using var noGrad = torch.inference_mode();
         var sources = SeedSources(3);
         long[] feed = [model.SosId, 17, 42, 9, 30, 5];
-        float[][] Alone(IReadOnlyList<int> source, int steps)
-        {
-            using var scope = torch.NewDisposeScope();
-            using var cache = model.Start(Generator.Batch(model, new[] { source }), 12);
-            return feed.Take(steps).Select(t => model.Step(torch.tensor(new[] { t }, new long[] { 1, 1 }), cache).data<float>().ToArray()).ToArray();
-        }
+        float[][] Alone(IReadOnlyList<int> source, int steps) => LoneScores(model, source, feed, steps);
         var a = Alone(sources[0], 3);
         var b = Alone(sources[1], 4);
         var c = Alone(sources[2], 2);
@@ -322,9 +323,6 @@ public class InFlightBatchingTests
         var shared = model.Start(Generator.Batch(model, new[] { sources[0] }), 12);
         try
         {
-            float[] Row(torch.Tensor logits, int row) => logits[row].data<float>().ToArray();
-            void Same(float[] expected, float[] actual, string what) =>
-                Assert.True(expected.Zip(actual).All(p => Math.Abs(p.First - p.Second) <= 1e-4), what);
             torch.Tensor Step(params long[] tokens) => model.Step(torch.tensor(tokens, new long[] { tokens.Length, 1 }), shared);
 
             Same(a[0], Row(Step(feed[0]), 0), "a step 0");
