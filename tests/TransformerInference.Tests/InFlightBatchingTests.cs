@@ -251,6 +251,68 @@ public class InFlightBatchingTests
     }
 
     [Fact]
+    public void RowsLeavingFromTheFrontAreDroppedWithoutMovingTheRest()
+    {
+        // The oldest calls usually finish first and sit at the front: the cache rows then start further into the
+        // stores instead of moving. A join fits behind them when there is room, and goes back to the front when not;
+        // a reorder that is not a plain drop (beams) goes back to the front first. Scores stay each sequence's alone.
+        using var model = SeedParityTests.Load("seed-tiny");
+        using var noGrad = torch.inference_mode();
+        var sources = SeedSources(7);
+        long[] feed = [model.SosId, 17, 42, 9, 30, 5, 11, 8];
+        var alone = sources.Select(source => LoneScores(model, source, feed, 7)).ToArray();
+        using var scope = torch.NewDisposeScope();
+        var shared = model.Start(Generator.Batch(model, sources.Take(4).ToArray()), 12);
+        try
+        {
+            var rows = new List<(int Source, int Step)> { (0, 0), (1, 0), (2, 0), (3, 0) };
+            void Step()
+            {
+                var logits = model.Step(torch.tensor(rows.Select(r => feed[r.Step]).ToArray(), new long[] { rows.Count, 1 }), shared);
+                for (var i = 0; i < rows.Count; i++)
+                {
+                    Same(alone[rows[i].Source][rows[i].Step], Row(logits, i), $"source {rows[i].Source} step {rows[i].Step}");
+                    rows[i] = (rows[i].Source, rows[i].Step + 1);
+                }
+            }
+            void Keep(params int[] kept)
+            {
+                shared.Reorder(torch.tensor(kept.Select(k => (long)k).ToArray()));
+                rows = kept.Select(k => rows[k]).ToList();
+            }
+            void Join(int source)
+            {
+                shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[source] }), 12) });
+                rows.Add((source, 0));
+            }
+            Step();
+            Join(4); // the stores grow to 6 rows
+            Step();
+            Keep(2, 3, 4); // sources 0 and 1 leave from the front
+            Assert.Equal(2, shared.RowShift);
+            Step();
+            Join(5); // fits behind: rows 2..5 of the stores
+            Assert.Equal(2, shared.RowShift);
+            Assert.Equal(1, shared.Growths);
+            Assert.Equal(1, shared.CrossGrowths);
+            Step();
+            Keep(1, 2, 3); // the front row leaves again
+            Assert.Equal(3, shared.RowShift);
+            Step();
+            Keep(2, 0, 1); // not a plain drop: back to the front first, then gathered
+            Assert.Equal(0, shared.RowShift);
+            Step();
+            Join(6);
+            Step();
+            Assert.Equal(1, shared.Growths);
+        }
+        finally
+        {
+            shared.Dispose();
+        }
+    }
+
+    [Fact]
     public void CrossAttentionRowsLeaveAndJoinInPlace()
     {
         // Rows leaving move the kept cross-attention keys, values and source masks down inside their stores; a call
@@ -335,6 +397,7 @@ public class InFlightBatchingTests
             Same(a[2], Row(logits, 0), "a step 2");
             Same(b[1], Row(logits, 1), "b step 1");
             shared.Reorder(torch.tensor(new long[] { 1 })); // a leaves
+            Assert.Equal(1, shared.RowShift); // from the front: b stays where it is
             Same(b[2], Row(Step(feed[2]), 0), "b step 2");
             shared.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[2] }), 12) });
             Assert.Equal(1, shared.Growths); // the spare row took c

@@ -158,7 +158,7 @@ public class StepKernelTests
                 outputs[s] = Floats(attention.SelfAttend(inputs[s], mask, s, cache, 0));
                 cache.Advance(1);
             }
-            var (k, v, shift) = cache.Stores(0);
+            var (k, v, shift, _) = cache.Stores(0);
             results.Add((outputs, Floats(k.narrow(2, shift, steps)), Floats(v.narrow(2, shift, steps))));
         }
         for (var i = 1; i < Paths.Length; i++)

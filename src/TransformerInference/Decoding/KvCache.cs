@@ -17,6 +17,9 @@ public sealed class KvCache : IDisposable
     // calls join and rows leave without reallocating; they grow geometrically when a join needs more.
     private readonly Tensor[] _keyStores, _valueStores;
     private long _shift; // store position of cache position 0 (positions before it were compacted away)
+    // Store row of cache row 0, in every store (self and cross): rows that leave from the front (the oldest calls,
+    // usually the first to finish) are dropped by moving this instead of every row behind them.
+    private long _rowShift;
     private readonly Tensor[] _crossKeys; // views [rows, kv_heads, source width, head_dim] into the cross stores
     private readonly Tensor[] _crossValues;
     private Tensor _sourceMask; // view [rows, 1, 1, source width] into the mask store
@@ -64,8 +67,8 @@ public sealed class KvCache : IDisposable
         {
             _selfKeys[i]?.Dispose();
             _selfValues[i]?.Dispose();
-            using (var k = _keyStores[i].narrow(0, 0, rows)) _selfKeys[i] = k.narrow(2, _shift, Capacity).DetachFromDisposeScope();
-            using (var v = _valueStores[i].narrow(0, 0, rows)) _selfValues[i] = v.narrow(2, _shift, Capacity).DetachFromDisposeScope();
+            using (var k = _keyStores[i].narrow(0, _rowShift, rows)) _selfKeys[i] = k.narrow(2, _shift, Capacity).DetachFromDisposeScope();
+            using (var v = _valueStores[i].narrow(0, _rowShift, rows)) _selfValues[i] = v.narrow(2, _shift, Capacity).DetachFromDisposeScope();
         }
     }
 
@@ -79,7 +82,9 @@ public sealed class KvCache : IDisposable
         {
             // Rows leave, the rest keep their order: each moves down in place (none when only the last rows left).
             foreach (var store in _keyStores.Concat(_valueStores))
-                using (var filled = store.narrow(2, _shift, Length)) MoveRowsDown(filled, host, same);
+                using (var shifted = store.narrow(0, _rowShift, StoreRows - _rowShift))
+                using (var filled = shifted.narrow(2, _shift, Length))
+                    MoveRowsDown(filled, host, same);
             if (n != _selfKeys[0].shape[0]) View(n);
             return;
         }
@@ -191,10 +196,10 @@ public sealed class KvCache : IDisposable
         for (var i = 0; i < _crossKeyStores.Length; i++)
         {
             if (_crossKeyStores[i] is null) continue;
-            Replace(ref _crossKeys[i], _crossKeyStores[i].narrow(0, 0, rows).DetachFromDisposeScope());
-            Replace(ref _crossValues[i], _crossValueStores[i].narrow(0, 0, rows).DetachFromDisposeScope());
+            Replace(ref _crossKeys[i], _crossKeyStores[i].narrow(0, _rowShift, rows).DetachFromDisposeScope());
+            Replace(ref _crossValues[i], _crossValueStores[i].narrow(0, _rowShift, rows).DetachFromDisposeScope());
         }
-        Replace(ref _sourceMask, _maskStore.narrow(0, 0, rows).DetachFromDisposeScope());
+        Replace(ref _sourceMask, _maskStore.narrow(0, _rowShift, rows).DetachFromDisposeScope());
     }
 
     /// <summary>Every cross store with its view, and the source-mask store with its view: (store, view, source dim).</summary>
@@ -223,13 +228,13 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>The self-attention stores of <paramref name="layer"/> (<c>[row capacity, kv_heads, positions,
-    /// head_dim]</c>, contiguous; row r is the cache's row r) and the store position of cache position 0: for a kernel
+    /// head_dim]</c>, contiguous; cache row r is store row <c>RowShift + r</c>) and the store position of cache position 0: for a kernel
     /// that writes one step's keys and values at position <see cref="Length"/> itself (see <see cref="Append"/>).</summary>
-    internal (Tensor Keys, Tensor Values, long Shift) Stores(int layer)
+    internal (Tensor Keys, Tensor Values, long Shift, long RowShift) Stores(int layer)
     {
         if (Length + 1 > Capacity)
             throw new InvalidOperationException($"The KV cache holds {Capacity} positions; {Length + 1} were asked for.");
-        return (_keyStores[layer], _valueStores[layer], _shift);
+        return (_keyStores[layer], _valueStores[layer], _shift, _rowShift);
     }
 
     /// <summary>Marks <paramref name="count"/> more positions as cached (called once per step, after every layer).</summary>
@@ -258,20 +263,30 @@ public sealed class KvCache : IDisposable
         var rows = BatchSize;
         var added = joining.Sum(j => j.BatchSize);
         var needed = Length + joining.Max(j => j.Capacity);
+        // Rows dropped from the front left the cache rows at an offset in the stores: they go back to the front first
+        // unless the joining rows fit behind them as they are.
+        if (_rowShift > 0)
+        {
+            var fitsRows = rows + added <= Math.Min(StoreRows, CrossStoreRows) - _rowShift;
+            var fitsWidth = joining.Max(j => j._sourceMask.shape[3]) <= _maskStore.shape[3];
+            var fitsPositions = needed <= Capacity || (_shift > 0 && needed <= _keyStores[0].shape[2]);
+            if (!(fitsRows && fitsWidth && fitsPositions)) Normalize(rows);
+        }
         // Positions run out while the stores' front holds only positions compacted away: the filled positions slide
         // back to the front (a copy, no allocation) instead of the stores growing.
-        if (rows + added <= StoreRows && needed > Capacity && _shift > 0 && needed <= _keyStores[0].shape[2]) Slide(rows);
-        if (rows + added <= StoreRows && needed <= Capacity)
+        if (rows + added <= StoreRows - _rowShift && needed > Capacity && _shift > 0 && needed <= _keyStores[0].shape[2]) Slide(rows);
+        if (rows + added <= StoreRows - _rowShift && needed <= Capacity)
         {
             // Spare rows and positions: the joining rows take them. Positions before their start are read (masked):
             // keep them finite. Later positions are written before they are read.
             foreach (var store in _keyStores.Concat(_valueStores))
-                if (Length > 0) store.narrow(0, rows, added).narrow(2, _shift, Length).zero_();
+                if (Length > 0) store.narrow(0, _rowShift + rows, added).narrow(2, _shift, Length).zero_();
         }
         else
         {
             // Grow geometrically (half again the rows, and positions to spare for about as many steps as the
             // joining calls need), so that the next joins find room.
+            System.Diagnostics.Debug.Assert(_rowShift == 0, "Rows at an offset are moved to the front before the stores grow.");
             var rowCapacity = Math.Max(rows + added, StoreRows + StoreRows / 2);
             var capacity = Math.Max(Capacity, needed + joining.Max(j => j.Capacity));
             for (var i = 0; i < _keyStores.Length; i++)
@@ -308,8 +323,9 @@ public sealed class KvCache : IDisposable
     private void JoinCross(long rows, long added, IReadOnlyList<KvCache> joining)
     {
         var width = Math.Max(_maskStore.shape[3], joining.Max(j => j._sourceMask.shape[3]));
-        if (rows + added > CrossStoreRows || width > _maskStore.shape[3] || !CrossContiguous())
+        if (rows + added > CrossStoreRows - _rowShift || width > _maskStore.shape[3] || !CrossContiguous())
         {
+            System.Diagnostics.Debug.Assert(_rowShift == 0, "Rows at an offset are moved to the front before the stores grow.");
             var rowCapacity = Math.Max(rows + added, CrossStoreRows + CrossStoreRows / 2);
             foreach (var (stores, views, i, dim) in CrossSlots()) stores[i] = Grown(stores[i], views[i], rows, rowCapacity, width, dim);
             _maskStore = Grown(_maskStore, _sourceMask, rows, rowCapacity, width, 3);
@@ -324,7 +340,7 @@ public sealed class KvCache : IDisposable
             if (part.shape[dim] < width)
                 using (var pad = slot.narrow(dim, part.shape[dim], width - part.shape[dim])) pad.zero_();
         }
-        var at = rows;
+        var at = _rowShift + rows;
         foreach (var j in joining)
         {
             foreach (var (stores, _, i, dim) in CrossSlots()) Put(stores[i], stores == _crossKeyStores ? j._crossKeys[i] : j._crossValues[i], at, dim);
@@ -361,7 +377,7 @@ public sealed class KvCache : IDisposable
         {
             foreach (var store in new[] { _keyStores[i], _valueStores[i] })
             {
-                using var used = store.narrow(0, 0, rows);
+                using var used = store.narrow(0, _rowShift, rows);
                 // In pieces no longer than the distance moved, so no piece overlaps the one it is copied from.
                 for (long at = 0; at < Length; at += _shift)
                 {
@@ -377,6 +393,33 @@ public sealed class KvCache : IDisposable
         Slides++;
         View(rows);
     }
+
+    /// <summary>Moves the first <paramref name="rows"/> cache rows back to the stores' first rows (filled positions of
+    /// the self-attention stores, every position of the cross stores), in pieces that do not overlap.</summary>
+    private void Normalize(long rows)
+    {
+        if (_rowShift == 0) return;
+        void Move(Tensor t)
+        {
+            for (long at = 0; at < rows; at += _rowShift)
+            {
+                var count = Math.Min(_rowShift, rows - at);
+                using var target = t.narrow(0, at, count);
+                using var source = t.narrow(0, _rowShift + at, count);
+                target.copy_(source);
+            }
+        }
+        foreach (var store in _keyStores.Concat(_valueStores))
+            using (var filled = store.narrow(2, _shift, Length)) Move(filled);
+        foreach (var (stores, _, i, _) in CrossSlots()) Move(stores[i]);
+        Move(_maskStore);
+        _rowShift = 0;
+        View(rows);
+        CrossView(rows);
+    }
+
+    /// <summary>Store row of cache row 0 (tests).</summary>
+    internal long RowShift => _rowShift;
 
     /// <summary>Times the filled positions slid to the stores' front instead of the stores growing (tests).</summary>
     internal int Slides { get; private set; }
@@ -460,6 +503,16 @@ public sealed class KvCache : IDisposable
         while (same < host.Length && host[same] == same) same++;
         // Self-attention: only the filled positions move, in place while the stores hold the rows.
         var down = Increasing(host);
+        if (down && host.Length > 0 && host[0] > 0 && CrossContiguous())
+        {
+            // Rows leave from the front: the cache rows start further into the stores instead of moving.
+            var front = host[0];
+            _rowShift += front;
+            for (var j = 0; j < host.Length; j++) host[j] -= front;
+            same = 0;
+            while (same < host.Length && host[same] == same) same++;
+        }
+        else if (!down) Normalize(BatchSize);
         SelectSelfRows(index, host, same, down);
         SelectCrossRows(index, host, same, down);
         Compact();
@@ -474,8 +527,9 @@ public sealed class KvCache : IDisposable
         {
             if (down)
             {
-                foreach (var (stores, _, i, _) in CrossSlots()) MoveRowsDown(stores[i], host, same);
-                MoveRowsDown(_maskStore, host, same);
+                foreach (var (stores, _, i, _) in CrossSlots())
+                    using (var shifted = stores[i].narrow(0, _rowShift, CrossStoreRows - _rowShift)) MoveRowsDown(shifted, host, same);
+                using (var shifted = _maskStore.narrow(0, _rowShift, CrossStoreRows - _rowShift)) MoveRowsDown(shifted, host, same);
             }
             else if (same < n)
             {

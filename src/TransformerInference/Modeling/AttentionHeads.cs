@@ -90,10 +90,11 @@ internal sealed unsafe class AttentionHeads
     /// <paramref name="output"/> <c>[B, H·d_k]</c>.</summary>
     internal void Step(float* qkv, long width, KvCache cache, int layer, byte* mask, long maskRow, long batch, float* output)
     {
-        var (keyStore, valueStore, shift) = cache.Stores(layer);
+        var (keyStore, valueStore, shift, rowShift) = cache.Stores(layer);
         long d = _headDim, capacity = keyStore.shape[2];
         long head = capacity * d, row = _kvHeads * head;
-        float* keys = (float*)PackedLinear.Pointer(keyStore) + shift * d, values = (float*)PackedLinear.Pointer(valueStore) + shift * d;
+        float* keys = (float*)PackedLinear.Pointer(keyStore) + rowShift * row + shift * d;
+        float* values = (float*)PackedLinear.Pointer(valueStore) + rowShift * row + shift * d;
         var at = cache.Length * d;
         var bytes = d * sizeof(float);
         for (var b = 0; b < batch; b++)
