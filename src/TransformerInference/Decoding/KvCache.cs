@@ -501,7 +501,8 @@ public sealed class KvCache : IDisposable
         // Rows that keep their place (a prefix: rows before the first that leaves or moves) are not copied.
         var same = 0;
         while (same < host.Length && host[same] == same) same++;
-        // Self-attention: only the filled positions move, in place while the stores hold the rows.
+        // Rows leaving with the rest in order (a call finished): the rest move down in place. Otherwise (beams
+        // following their parents) they are gathered. Self-attention moves only its filled positions.
         var down = Increasing(host);
         if (down && host.Length > 0 && host[0] > 0 && CrossContiguous())
         {
