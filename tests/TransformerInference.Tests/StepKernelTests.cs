@@ -337,7 +337,7 @@ public class StepKernelTests
     }
 
     /// <summary>Greedy's best token and log-probability read on the host from CPU float32 scores, against LibTorch's
-    /// log-softmax and max: ties (first index), a banned (−∞) entry, a row of −∞, a NaN row, a row with +∞, and strided scores (which
+    /// log-softmax and max: ties (first index, −0 before +0), the largest in the tail, a banned (−∞) entry, a row of −∞, a NaN row, a row with +∞, and strided scores (which
     /// take LibTorch's path).</summary>
     [Fact]
     public void HostArgmaxMatchesLibTorch()
@@ -351,6 +351,10 @@ public class StepKernelTests
         logits[3] = tensor(float.NegativeInfinity);
         logits[4, 17] = tensor(float.NaN);
         logits[5, 33] = tensor(float.PositiveInfinity); // inf − inf: a NaN row for LibTorch too
+        logits[0, 1001] = logits[0].max() + 1; // the largest in the tail, past the whole vectors
+        logits[6] = logits[6].abs().neg() - 1; // the largest a −0 tied with a later +0: the first wins
+        logits[6, 3] = tensor(-0f);
+        logits[6, 10] = tensor(0f);
         foreach (var scores in new[] { logits, logits.t().contiguous().t() })
         {
             var (tokens, best) = Decoding.Search.Best(scores);
@@ -364,6 +368,8 @@ public class StepKernelTests
             }
         }
         Assert.Equal(7, Decoding.Search.Best(logits).Tokens[1]);
+        Assert.Equal(1001, Decoding.Search.Best(logits).Tokens[0]);
+        Assert.Equal(3, Decoding.Search.Best(logits).Tokens[6]);
         using var counted = NewDisposeScope();
         Decoding.Search.Best(logits);
         Assert.Equal(0, counted.DisposablesCount); // read in place: no tensor made

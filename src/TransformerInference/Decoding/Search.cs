@@ -77,24 +77,56 @@ internal abstract class Search : IDisposable
         for (long r = 0; r < rows; r++)
         {
             var x = data + r * vocab;
-            long at = 0;
-            var max = x[0];
-            var nan = float.IsNaN(max);
-            for (long j = 1; j < vocab && !nan; j++)
-            {
-                nan = float.IsNaN(x[j]);
-                if (x[j] > max)
-                {
-                    max = x[j];
-                    at = j;
-                }
-            }
+            var (at, nan) = ArgMax(x, vocab);
+            var max = x[at];
             // A NaN score, or +inf (inf − inf), makes the whole log-softmax row NaN; LibTorch's max then gives index 0.
             var undefined = nan || float.IsPositiveInfinity(max);
             tokens[r] = undefined ? 0 : at;
             logProbabilities[r] = undefined ? float.NaN : (x[at] - max) - MathF.Log(SumOfExp(x, vocab, max));
         }
         return (tokens, logProbabilities);
+    }
+
+    /// <summary>The first index of the largest of <paramref name="n"/> scores (as a scan keeping the first strictly
+    /// larger one), and whether any is NaN: a vector pass for the largest value and NaNs, then one for its first index.</summary>
+    private static unsafe (long At, bool NaN) ArgMax(float* x, long n)
+    {
+        long j = 0;
+        var max = float.NegativeInfinity;
+        var nan = false;
+        if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        {
+            var lanes = Vector256.Create(float.NegativeInfinity);
+            var unordered = Vector256<float>.Zero;
+            for (; j + Vector256<float>.Count <= n; j += Vector256<float>.Count)
+            {
+                var v = Vector256.Load(x + j);
+                lanes = Vector256.Max(lanes, v);
+                unordered |= ~Vector256.Equals(v, v);
+            }
+            nan = unordered != Vector256<float>.Zero;
+            for (var l = 0; l < Vector256<float>.Count; l++) max = MathF.Max(max, lanes[l]);
+        }
+        for (; j < n; j++)
+        {
+            nan |= float.IsNaN(x[j]);
+            max = MathF.Max(max, x[j]);
+        }
+        if (nan) return (0, true);
+        // The first score equal to the largest (−0 and +0 compare equal, as they do in the scan).
+        j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var m = Vector256.Create(max);
+            for (; j + Vector256<float>.Count <= n; j += Vector256<float>.Count)
+            {
+                var equal = Vector256.Equals(Vector256.Load(x + j), m).ExtractMostSignificantBits();
+                if (equal != 0) return (j + System.Numerics.BitOperations.TrailingZeroCount(equal), false);
+            }
+        }
+        for (; j < n; j++)
+            if (x[j] == max) return (j, false);
+        return (0, false);
     }
 
     /// <summary><c>Σ exp(x − max)</c> in float32: vector lanes, then the lanes and the tail.</summary>
