@@ -313,6 +313,61 @@ public class InFlightBatchingTests
     }
 
     [Fact]
+    public void JoinsLeavesSlidesAndReordersLeaveNoTensorBehind()
+    {
+        // Every path that replaces a cache's views or stores (growing, joining behind a row offset or at the front,
+        // rows leaving from the front or the middle, a gathered reorder, positions sliding) disposes what it replaces:
+        // after the cache is disposed, the thread's live tensors are what they were before it was started.
+        using var model = SeedParityTests.Load("seed-tiny");
+        using var noGrad = torch.inference_mode();
+        var sources = SeedSources(6);
+        var stats = DisposeScopeManager.Statistics;
+        void Round()
+        {
+            KvCache Start(IReadOnlyList<int>[] batch)
+            {
+                using var ids = Generator.Batch(model, batch);
+                return model.Start(ids, 6);
+            }
+            var cache = Start(sources.Take(3).ToArray());
+            try
+            {
+                void Step()
+                {
+                    using var ids = torch.tensor(Enumerable.Repeat((long)model.SosId, (int)cache.BatchSize).ToArray(), new long[] { cache.BatchSize, 1 });
+                    using var logits = model.Step(ids, cache);
+                }
+                void Keep(params long[] rows) { using var index = torch.tensor(rows); cache.Reorder(index); }
+                void Join(int source) => cache.Merge(new[] { Start(new[] { sources[source] }) });
+                Step();
+                Join(3); // the stores grow
+                Step();
+                Keep(1, 2, 3); // a front leave: the row offset moves
+                Join(4); // behind the offset, or back at the front
+                Step();
+                Keep(0, 2, 3); // a middle leave: rows move down
+                Step();
+                Keep(2, 0, 0); // a gathered reorder (beams)
+                Step();
+                Keep(1, 2);
+                Step();
+                Step();
+                Join(5); // positions run out behind: slide or grow
+                Step();
+            }
+            finally
+            {
+                cache.Dispose();
+            }
+        }
+        Round(); // lazily built tensors (masks, position tables) are made once
+        var before = stats.ThreadTotalLiveCount;
+        Round();
+        Round();
+        Assert.Equal(before, stats.ThreadTotalLiveCount);
+    }
+
+    [Fact]
     public void CrossAttentionRowsLeaveAndJoinInPlace()
     {
         // Rows leaving move the kept cross-attention keys, values and source masks down inside their stores; a call

@@ -297,10 +297,12 @@ public sealed class TransformerModel : ISeq2SeqModel, IDisposable
     /// <inheritdoc />
     public Tensor Step(Tensor tokens, KvCache cache)
     {
+        // The step's own temporaries (hidden states, views) are freed here, whether or not the caller has a scope.
+        using var scope = NewDisposeScope();
         var hidden = DecodeStep(tokens, cache);
         var last = hidden.select(1, hidden.shape[1] - 1);
         var scores = Project(last);
-        return scores.dtype == ScalarType.Float32 ? scores : scores.to(ScalarType.Float32);
+        return (scores.dtype == ScalarType.Float32 ? scores : scores.to(ScalarType.Float32)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The self-attention mask with a relative position bias added (a float mask: the bias where attention
