@@ -48,7 +48,8 @@ public sealed class KvCache : IDisposable
             _keyStores[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
             _valueStores[i] = empty(new[] { batch, kvHeads, capacity, headDim }, dtype, device).DetachFromDisposeScope();
         }
-        _maskStore = sourceMask.DetachFromDisposeScope();
+        // Contiguous stores (a broadcast mask is copied once here), so rows can always be written in place.
+        _maskStore = sourceMask.contiguous().DetachFromDisposeScope();
         _sourceMask = _maskStore.alias().DetachFromDisposeScope();
         View(batch);
     }
@@ -177,10 +178,10 @@ public sealed class KvCache : IDisposable
 
     internal void SetCross(int layer, Tensor keys, Tensor values)
     {
-        _crossKeyStores[layer] = keys.DetachFromDisposeScope();
-        _crossValueStores[layer] = values.DetachFromDisposeScope();
-        _crossKeys[layer] = keys.alias().DetachFromDisposeScope();
-        _crossValues[layer] = values.alias().DetachFromDisposeScope();
+        _crossKeyStores[layer] = keys.contiguous().DetachFromDisposeScope();
+        _crossValueStores[layer] = values.contiguous().DetachFromDisposeScope();
+        _crossKeys[layer] = _crossKeyStores[layer].alias().DetachFromDisposeScope();
+        _crossValues[layer] = _crossValueStores[layer].alias().DetachFromDisposeScope();
     }
 
     /// <summary>Times a join had to reallocate the cross-attention and source-mask stores (tests).</summary>
@@ -323,7 +324,7 @@ public sealed class KvCache : IDisposable
     private void JoinCross(long rows, long added, IReadOnlyList<KvCache> joining)
     {
         var width = Math.Max(_maskStore.shape[3], joining.Max(j => j._sourceMask.shape[3]));
-        if (rows + added > CrossStoreRows - _rowShift || width > _maskStore.shape[3] || !CrossContiguous())
+        if (rows + added > CrossStoreRows - _rowShift || width > _maskStore.shape[3])
         {
             System.Diagnostics.Debug.Assert(_rowShift == 0, "Rows at an offset are moved to the front before the stores grow.");
             var rowCapacity = Math.Max(rows + added, CrossStoreRows + CrossStoreRows / 2);
@@ -504,7 +505,7 @@ public sealed class KvCache : IDisposable
         // Rows leaving with the rest in order (a call finished): the rest move down in place. Otherwise (beams
         // following their parents) they are gathered. Self-attention moves only its filled positions.
         var down = Increasing(host);
-        if (down && host.Length > 0 && host[0] > 0 && CrossContiguous())
+        if (down && host.Length > 0 && host[0] > 0)
         {
             // Rows leave from the front: the cache rows start further into the stores instead of moving.
             var front = host[0];
@@ -524,7 +525,7 @@ public sealed class KvCache : IDisposable
     private void SelectCrossRows(Tensor index, long[] host, int same, bool down)
     {
         var n = index.shape[0];
-        if (n <= CrossStoreRows && CrossContiguous())
+        if (n <= CrossStoreRows)
         {
             if (down)
             {
@@ -550,10 +551,6 @@ public sealed class KvCache : IDisposable
         }
         CrossView(n);
     }
-
-    /// <summary>Whether every cross store can be written in place (contiguous, not a broadcast view).</summary>
-    private bool CrossContiguous() =>
-        _maskStore.is_contiguous() && CrossSlots().All(c => c.Stores[c.Index].is_contiguous());
 
     internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
