@@ -379,14 +379,7 @@ public sealed class KvCache : IDisposable
             foreach (var store in new[] { _keyStores[i], _valueStores[i] })
             {
                 using var used = store.narrow(0, _rowShift, rows);
-                // In pieces no longer than the distance moved, so no piece overlaps the one it is copied from.
-                for (long at = 0; at < Length; at += _shift)
-                {
-                    var count = Math.Min(_shift, Length - at);
-                    using var target = used.narrow(2, at, count);
-                    using var source = used.narrow(2, _shift + at, count);
-                    target.copy_(source);
-                }
+                MoveDown(used, 2, _shift, 0, Length);
             }
         }
         Capacity += _shift;
@@ -400,16 +393,7 @@ public sealed class KvCache : IDisposable
     private void Normalize(long rows)
     {
         if (_rowShift == 0) return;
-        void Move(Tensor t)
-        {
-            for (long at = 0; at < rows; at += _rowShift)
-            {
-                var count = Math.Min(_rowShift, rows - at);
-                using var target = t.narrow(0, at, count);
-                using var source = t.narrow(0, _rowShift + at, count);
-                target.copy_(source);
-            }
-        }
+        void Move(Tensor t) => MoveDown(t, 0, _rowShift, 0, rows);
         foreach (var store in _keyStores.Concat(_valueStores))
             using (var filled = store.narrow(2, _shift, Length)) Move(filled);
         foreach (var (stores, _, i, _) in CrossSlots()) Move(stores[i]);
@@ -444,15 +428,24 @@ public sealed class KvCache : IDisposable
         {
             var run = 1;
             while (j + run < index.Length && index[j + run] == index[j] + run) run++;
-            var distance = index[j] - j;
-            for (long at = 0; at < run; at += distance)
-            {
-                var count = Math.Min(distance, run - at);
-                using var target = t.narrow(0, j + at, count);
-                using var source = t.narrow(0, index[j] + at, count);
-                target.copy_(source);
-            }
+            MoveDown(t, 0, index[j], j, run);
             j += run;
+        }
+    }
+
+    /// <summary>Copies <paramref name="count"/> entries of <paramref name="dim"/> from <paramref name="from"/> down to
+    /// <paramref name="to"/> in place, in pieces no longer than the distance moved: no piece overlaps the one it is
+    /// copied from, and no source is overwritten before it is read.</summary>
+    private static void MoveDown(Tensor t, long dim, long from, long to, long count)
+    {
+        var distance = from - to;
+        if (distance <= 0 || count <= 0) return;
+        for (long at = 0; at < count; at += distance)
+        {
+            var piece = Math.Min(distance, count - at);
+            using var target = t.narrow(dim, to + at, piece);
+            using var source = t.narrow(dim, from + at, piece);
+            target.copy_(source);
         }
     }
 
