@@ -38,8 +38,9 @@ public class KernelTests
         var weight = randn(outFeatures, inFeatures);
         var bias = withBias ? randn(outFeatures) : null;
         // 8 rows: 4 + 4; 9: 6 + 3; 13: 6 + 4 + 3; 14: 6 + 6 + 2 (a three-row pass repeating its second row);
-        // 16: 6 + 6 + 4; 70: two row blocks; 130: LibTorch's product on the unpacked weights.
-        foreach (var rows in new[] { 1, 2, 3, 4, 5, 8, 9, 13, 14, 16, 70, PackedLinear.LibTorchRows + 2 })
+        // 16: 6 + 6 + 4; 70: two row blocks; 130: three, the last of two rows (an encoder's many rows take the same
+        // kernels as a decode step).
+        foreach (var rows in new[] { 1, 2, 3, 4, 5, 8, 9, 13, 14, 16, 70, 130 })
         {
             var x = randn(rows, inFeatures);
             var expected = F.linear(x, weight, bias).data<float>().ToArray();
@@ -49,7 +50,6 @@ public class KernelTests
             Assert.Equal(outputs[0], outputs[1]);
             Assert.Equal(outputs[0], outputs[2]);
             // A row's result does not depend on its batch: the last row alone gives the same bits.
-            if (rows >= PackedLinear.LibTorchRows) continue;
             var alone = RunAll(weight, bias, x[rows - 1].unsqueeze(0), PackedFormat.Float32)[1];
             Assert.Equal(outputs[1].Skip((rows - 1) * outFeatures).ToArray(), alone);
         }
@@ -90,9 +90,9 @@ public class KernelTests
         var weight = randn(outFeatures, inFeatures);
         weight[5] = zeros(inFeatures); // an all-zero channel has scale 0
         var bias = randn(outFeatures);
-        // Leading dimensions are kept. 134 rows: LibTorch's GEMM for bf16; 518: int8 quantizes and runs 256 rows at a time.
+        // Leading dimensions are kept. 134 rows: three row blocks; 518: int8 quantizes and runs 256 rows at a time.
         var x = randn(1, 2 * PackedLinear.QuantizedRows + 6, inFeatures);
-        foreach (var rows in new[] { 6, PackedLinear.LibTorchRows + 6, 2 * PackedLinear.QuantizedRows + 6 })
+        foreach (var rows in new[] { 6, 134, 2 * PackedLinear.QuantizedRows + 6 })
         {
             var input = x.narrow(1, 0, rows);
             // int8 reference written out independently: weights symmetric per output channel (max|w| / 127), each row of
@@ -116,8 +116,7 @@ public class KernelTests
                     Fixtures.AssertClose(reference.data<float>().ToArray(), output, 1e-4, $"{format} {path} {rows} rows");
                 Assert.Equal(outputs[0], outputs[1]);
                 Assert.Equal(outputs[0], outputs[2]);
-                // A row's result does not depend on its batch (int8: at every row count; bf16: below LibTorch's rows).
-                if (rows >= PackedLinear.LibTorchRows && format != PackedFormat.Int8) continue;
+                // A row's result does not depend on its batch, at every row count.
                 var alone = RunAll(weight, bias, input[0, rows - 1].unsqueeze(0), format)[1];
                 Assert.Equal(outputs[1].Skip((rows - 1) * outFeatures).ToArray(), alone);
             }

@@ -222,29 +222,6 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         }
     }
 
-    /// <summary>Writes the scaled weights as the float32 <c>[k, n]</c> row-major matrix <c>Wᵀ</c>: each panel row is
-    /// one contiguous run of <c>Wᵀ</c>'s row, so this is a vector copy (widened and scaled on the way).</summary>
-    public static void UnpackTransposed(byte* weights, int k, int n, float* scale, float* destination)
-    {
-        var c = TOps.Count;
-        var width = 2 * c;
-        var step = width * TFormat.Size;
-        var scratch = stackalloc float[width];
-        var panels = (n + width - 1) / width;
-        for (var p = 0; p < panels; p++)
-        {
-            var w = weights + (long)p * k * step;
-            var columns = Math.Min(width, n - p * width);
-            var s = Offset(scale, p * width);
-            var d = destination + p * width;
-            for (var i = 0; i < k; i++, w += step, d += n)
-            {
-                TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
-                Store(d, columns, lo, hi, s, null, scratch, 1);
-            }
-        }
-    }
-
     /// <summary>Row <paramref name="i"/>'s activation scale (integer formats; 1 otherwise).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float RowScale(float* rowScale, int i) => TFormat.Integer ? rowScale[i] : 1;

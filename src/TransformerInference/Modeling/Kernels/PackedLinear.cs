@@ -156,40 +156,9 @@ internal sealed unsafe class PackedLinear : LinearWeight
         var y = empty(shape, ScalarType.Float32);
         var m = x.numel() / _k;
         if (m == 0) return y;
-        if (m >= LibTorchRows && _format != PackedFormat.Int8)
-        {
-            // Many rows (an encoder, a prefill) with float32 or bf16 weights: LibTorch's GEMM beats our float kernels
-            // there (our integer int8 kernel beats it: 1.5-1.9x at 512 rows), so it runs on a float32
-            // copy of the weights unpacked for this call as Wᵀ (a vector copy of the panels: ~1-3 % of the product's
-            // time; no lasting memory).
-            y.Dispose();
-            using var scope = NewDisposeScope();
-            var bias = _bias == null ? null : tensor(new ReadOnlySpan<float>(_bias, _n).ToArray());
-            var transposed = empty(_k, _n);
-            UnpackTransposed((float*)Pointer(transposed));
-            return nn.functional.linear(x, transposed.t(), bias).MoveToOuterDisposeScope();
-        }
         using var xc = x.contiguous();
         Run((float*)Pointer(xc), (float*)Pointer(y), m);
         return y;
-    }
-
-    /// <summary>From this many rows on, products run through LibTorch (measured: base shape, batch 16 prefill).</summary>
-    internal const int LibTorchRows = 128;
-
-    /// <summary>Writes the weights as the float32 <c>[in, out]</c> row-major matrix <c>Wᵀ</c> (int8 dequantized).</summary>
-    internal void UnpackTransposed(float* destination)
-    {
-        switch (_kernel, _format)
-        {
-            case (CpuKernel.Avx512, PackedFormat.Float32): PackedKernel<Avx512Ops, Vector512<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            case (_, PackedFormat.Int8): throw new NotSupportedException("Integer int8 weights are not unpacked.");
-            case (CpuKernel.Avx512, _): PackedKernel<Avx512Ops, Vector512<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            case (CpuKernel.Avx2, PackedFormat.Float32): PackedKernel<Avx2Ops, Vector256<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            case (CpuKernel.Avx2, _): PackedKernel<Avx2Ops, Vector256<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            case (_, PackedFormat.Float32): PackedKernel<PortableOps, Vector128<float>, Float32Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-            default: PackedKernel<PortableOps, Vector128<float>, BFloat16Weights>.UnpackTransposed(_weights, _k, _n, _scale, destination); break;
-        }
     }
 
     /// <summary>The product on raw rows (<c>m × in</c> → <c>m × out</c>); split by output panels over LibTorch's
