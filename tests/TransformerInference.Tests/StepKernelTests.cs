@@ -78,8 +78,9 @@ public class StepKernelTests
         }
     }
 
-    /// <summary>Cross-attention shaped: one query per row over S keys, boolean source masks (padding at the end, a
-    /// hole in the middle, a row with nothing to attend, one mask row for all), every grouping of query heads.</summary>
+    /// <summary>Cross-attention shaped: one query per row over S keys, boolean source masks (padding at the start, at
+    /// the end, a hole in the middle, a row with nothing to attend, one mask row for all), every grouping of query
+    /// heads.</summary>
     [Theory]
     [InlineData(8, 11, 20)] // d = 20: full vectors and tails in every width
     [InlineData(2, 11, 20)]
@@ -95,10 +96,11 @@ public class StepKernelTests
         var q = randn(batch, 1, heads * d);
         var keys = randn(batch, kvHeads, positions, d);
         var values = randn(batch, kvHeads, positions, d);
-        // Row 1: 7 real positions, then padding; row 2: a hole at position 3; row 3: nothing to attend.
+        // Row 0: two masked positions first (a row that joined a running batch); row 1: 7 real positions, then
+        // padding; row 2: a hole at position 3; row 3: nothing to attend.
         var bits = Enumerable.Range(0, batch * positions).Select(i => (i / positions, i % positions) switch
         {
-            (1, >= 7) or (2, 3) or (3, _) => false,
+            (0, < 2) or (1, >= 7) or (2, 3) or (3, _) => false,
             _ => true,
         }).ToArray();
         var mask = tensor(bits, new long[] { batch, 1, 1, positions });
@@ -123,6 +125,10 @@ public class StepKernelTests
             var alone = Floats(own.Attend(q[1].unsqueeze(0), keys[1].unsqueeze(0).narrow(2, 0, 7).contiguous(),
                 values[1].unsqueeze(0).narrow(2, 0, 7).contiguous(), null));
             Assert.Equal(batched.Skip(heads * d).Take(heads * d), alone);
+            // Row 0 alone over the positions after its two masked ones: the same bits too.
+            var late = Floats(own.Attend(q[0].unsqueeze(0), keys[0].unsqueeze(0).narrow(2, 2, positions - 2).contiguous(),
+                values[0].unsqueeze(0).narrow(2, 2, positions - 2).contiguous(), null));
+            Assert.Equal(batched.Take(heads * d), late);
         }
     }
 

@@ -27,7 +27,8 @@ internal unsafe struct OneQueryAttention
 /// Attention of one query per row over <see cref="OneQueryAttention.Positions"/> keys (a decode step), in Hugging
 /// Face's eager order: the query times the scale, its dot product with every key, minus the largest, exp, divided by
 /// their sum, then the weighted sum of the values. Query head <c>h</c> reads key/value head <c>h / (Heads/KvHeads)</c>.
-/// Masked positions are skipped, so a row's result is the same whatever padding or spare positions it sits beside.
+/// Masked positions are skipped, so a row's result is the same whatever padding or spare positions it sits beside;
+/// masked positions before a row's first attended one and after its last are not even read.
 /// A row with no position to attend gives zeros, as LibTorch's scaled dot product does (2.5 and later; a test pins it).
 /// The weighted sums are one fused multiply-add chain per element over the positions in order (the same bits in
 /// every vector width); the dot products sum vector lanes, so widths agree to rounding.
@@ -63,28 +64,32 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
             {
                 for (var b = 0; b < a.Batch; b++)
                 {
-                    var mask = a.Mask == null ? null : a.Mask + b * a.MaskRow;
+                    // Only the row's window is read: padding before its first attended position and after its last
+                    // (shorter sources beside longer ones, rows that joined a running batch) is never touched.
+                    var (lo, positions) = Window(a.Mask == null ? null : a.Mask + b * a.MaskRow, a.Positions);
+                    var mask = a.Mask == null ? null : a.Mask + b * a.MaskRow + lo;
+                    var start = b * a.KvRow + (long)lo * d;
                     for (var h = 0; h < a.Heads; h++)
                     {
                         var ph = p + (long)h * room;
                         // A group's first head is the one that reads its keys and values from memory.
-                        Scores(a.Queries + b * a.QueryRow + (long)h * d, a.Keys + b * a.KvRow + h / group * a.KvHead,
-                            a.Positions, d, a.Scale, query, ph, ref walk, h % group == 0);
-                        attended[h] = Softmax(ph, mask, a.Positions);
+                        Scores(a.Queries + b * a.QueryRow + (long)h * d, a.Keys + start + h / group * a.KvHead,
+                            positions, d, a.Scale, query, ph, ref walk, h % group == 0);
+                        attended[h] = Softmax(ph, mask, positions);
                     }
                     for (var h = 0; h < a.Heads; h++)
                     {
                         var output = a.Output + ((long)b * a.Heads + h) * d;
-                        var values = a.Values + b * a.KvRow + h / group * a.KvHead;
+                        var values = a.Values + start + h / group * a.KvHead;
                         var first = h % group == 0;
                         if (attended[h])
                         {
-                            WeightedSum(p + (long)h * room, values, mask, a.Positions, d, output, ref walk, first);
+                            WeightedSum(p + (long)h * room, values, mask, positions, d, output, ref walk, first);
                             continue;
                         }
                         // No position to attend: zeros, as LibTorch gives.
                         new Span<float>(output, d).Clear();
-                        if (first) walk.Advance((long)a.Positions * d * sizeof(float));
+                        if (first) walk.Advance((long)positions * d * sizeof(float));
                     }
                 }
             }
@@ -93,6 +98,20 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         {
             if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
+    }
+
+    /// <summary>The attended window of a mask row: its first attended position and the count up to its last one
+    /// (every position without a mask; none when nothing is attended). Scores, weights and sums over the window are the
+    /// same bits as over all positions: masked positions are never read.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (int First, int Count) Window(byte* mask, int positions)
+    {
+        if (mask == null) return (0, positions);
+        var first = 0;
+        while (first < positions && mask[first] == 0) first++;
+        var end = positions;
+        while (end > first && mask[end - 1] == 0) end--;
+        return (first, end - first);
     }
 
     /// <summary>
@@ -105,9 +124,10 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
     private struct PrefetchWalk
     {
         private readonly float* _keys, _values;
-        private readonly long _kvRow, _kvHead, _bytes;
-        private readonly int _kvHeads, _runs;
-        private int _run;
+        private readonly byte* _mask;
+        private readonly long _kvRow, _kvHead, _maskRow;
+        private readonly int _kvHeads, _runs, _positions, _headDim;
+        private int _run, _windowRow, _first, _count;
         private byte* _at, _end;
         private long _budget;
 
@@ -115,12 +135,17 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         {
             _keys = a.Keys;
             _values = a.Values;
+            _mask = a.Mask;
+            _maskRow = a.MaskRow;
             _kvRow = a.KvRow;
             _kvHead = a.KvHead;
             _kvHeads = a.KvHeads;
-            _bytes = (long)a.Positions * a.HeadDim * sizeof(float);
+            _positions = a.Positions;
+            _headDim = a.HeadDim;
             _runs = 2 * a.Batch * a.KvHeads;
             _run = -1;
+            _windowRow = -1;
+            _first = _count = 0;
             _at = _end = null;
             _budget = 0;
         }
@@ -154,9 +179,14 @@ internal static unsafe class AttentionKernel<TOps, TV> where TOps : IVectorOps<T
         {
             if (++_run >= _runs) return false;
             var row = _run / (2 * _kvHeads);
+            if (row != _windowRow)
+            {
+                (_first, _count) = Window(_mask == null ? null : _mask + row * _maskRow, _positions);
+                _windowRow = row;
+            }
             var values = _run / _kvHeads % 2 == 1;
-            _at = (byte*)((values ? _values : _keys) + row * _kvRow + _run % _kvHeads * _kvHead);
-            _end = _at + _bytes;
+            _at = (byte*)((values ? _values : _keys) + row * _kvRow + _run % _kvHeads * _kvHead + (long)_first * _headDim);
+            _end = _at + (long)_count * _headDim * sizeof(float);
             return true;
         }
     }
