@@ -55,14 +55,18 @@ public class KernelTests
         }
     }
 
-    [Fact]
-    public void ALargeProductSplitOverThreadsGivesTheSameBits()
+    [Theory]
+    [InlineData(nameof(PackedFormat.Int8), 70)]
+    [InlineData(nameof(PackedFormat.Float32), 130)] // an encoder's many rows: our kernels, split over threads by panels
+    [InlineData(nameof(PackedFormat.BFloat16), 130)]
+    public void ALargeProductSplitOverThreadsGivesTheSameBits(string formatName, int rows)
     {
+        var format = Enum.Parse<PackedFormat>(formatName);
         using var scope = NewDisposeScope();
         manual_seed(11);
         var weight = randn(600, 64);
-        var x = randn(70, 64);
-        using var linear = new PackedLinear(weight.clone(), null, CpuKernel.Avx2, PackedFormat.Int8);
+        var x = randn(rows, 64);
+        using var linear = new PackedLinear(weight.clone(), null, CpuKernel.Avx2, format);
         var threads = get_num_threads();
         float[] single, split;
         try
