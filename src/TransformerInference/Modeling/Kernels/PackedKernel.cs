@@ -71,16 +71,27 @@ internal readonly unsafe struct Int8PairWeights : IWeightFormat
     /// <summary>Rounds each row of <paramref name="x"/> (<c>m × k</c>) to int16 on its own symmetric grid:
     /// <c>q = round(x · limit / max|x|)</c> (half to even), written <paramref name="stride"/> int16 apart (a zero pads an
     /// odd <c>k</c>), with <c>rowScale = max|x| / limit</c> (0 for a zero or vanishingly small row, NaN for a row holding
-    /// NaN or ±∞, so its outputs are NaN). One rule for every kernel path, so the paths agree bit for bit.
-    /// <paramref name="wide"/>: 256-bit vectors (where they are hardware-accelerated), else 128-bit ones (Arm's NEON,
-    /// the portable path); every operation is per element, so both give the same values.</summary>
-    internal static void QuantizeRows(float* x, long m, int k, int limit, short* q, int stride, float* rowScale, bool wide)
+    /// NaN or ±∞, so its outputs are NaN). One rule for every kernel path, so the paths agree bit for bit. 128-bit
+    /// vectors: native on every path (Arm's NEON included, where 256-bit ones are emulated), and this pass is about
+    /// 0.1 % of an int8 decode step, so wider vectors would buy nothing measurable.</summary>
+    internal static void QuantizeRows(float* x, long m, int k, int limit, short* q, int stride, float* rowScale)
     {
+        var c = Vector128<float>.Count;
         for (long r = 0; r < m; r++)
         {
             var row = x + r * k;
             var qr = q + r * stride;
-            var (top, bad, i) = wide ? Largest256(row, k) : Largest128(row, k);
+            var vmax = Vector128<float>.Zero;
+            var poison = Vector128<float>.Zero; // x · 0: NaN where x is NaN or ±∞
+            var i = 0;
+            for (; i + c <= k; i += c)
+            {
+                var v = Vector128.Load(row + i);
+                vmax = Vector128.Max(vmax, Vector128.Abs(v));
+                poison += v * Vector128<float>.Zero;
+            }
+            var top = Math.Max(Math.Max(vmax[0], vmax[1]), Math.Max(vmax[2], vmax[3]));
+            var bad = float.IsNaN(Vector128.Sum(poison));
             for (; i < k; i++)
             {
                 top = Math.Max(top, Math.Abs(row[i]));
@@ -95,76 +106,18 @@ internal readonly unsafe struct Int8PairWeights : IWeightFormat
                 rowScale[r] = bad ? float.NaN : 0;
                 continue;
             }
-            i = wide ? Round256(row, k, inverse, qr) : Round128(row, k, inverse, qr);
+            var vi = Vector128.Create(inverse);
+            i = 0;
+            for (; i + 2 * c <= k; i += 2 * c)
+            {
+                var a = Vector128.ConvertToInt32(Vector128.Round(Vector128.Load(row + i) * vi));
+                var b = Vector128.ConvertToInt32(Vector128.Round(Vector128.Load(row + i + c) * vi));
+                Vector128.Narrow(a, b).Store(qr + i);
+            }
             for (; i < k; i++) qr[i] = (short)MathF.Round(row[i] * inverse, MidpointRounding.ToEven);
             for (; i < stride; i++) qr[i] = 0;
             rowScale[r] = top / limit;
         }
-    }
-
-    /// <summary>max|x| over the whole vectors of a row, whether any of them holds NaN or ±∞, and how many floats that
-    /// covered.</summary>
-    private static (float Top, bool Bad, int Done) Largest256(float* row, int k)
-    {
-        var c = Vector256<float>.Count;
-        var vmax = Vector256<float>.Zero;
-        var poison = Vector256<float>.Zero; // x · 0: NaN where x is NaN or ±∞
-        var i = 0;
-        for (; i + c <= k; i += c)
-        {
-            var v = Vector256.Load(row + i);
-            vmax = Vector256.Max(vmax, Vector256.Abs(v));
-            poison += v * Vector256<float>.Zero;
-        }
-        var max = Vector128.Max(vmax.GetLower(), vmax.GetUpper());
-        return (Math.Max(Math.Max(max[0], max[1]), Math.Max(max[2], max[3])), float.IsNaN(Vector256.Sum(poison)), i);
-    }
-
-    /// <summary><see cref="Largest256"/> on 128-bit vectors.</summary>
-    private static (float Top, bool Bad, int Done) Largest128(float* row, int k)
-    {
-        var c = Vector128<float>.Count;
-        var vmax = Vector128<float>.Zero;
-        var poison = Vector128<float>.Zero;
-        var i = 0;
-        for (; i + c <= k; i += c)
-        {
-            var v = Vector128.Load(row + i);
-            vmax = Vector128.Max(vmax, Vector128.Abs(v));
-            poison += v * Vector128<float>.Zero;
-        }
-        return (Math.Max(Math.Max(vmax[0], vmax[1]), Math.Max(vmax[2], vmax[3])), float.IsNaN(Vector128.Sum(poison)), i);
-    }
-
-    /// <summary><c>round(x · inverse)</c> (half to even) to int16 over whole pairs of vectors; returns how many floats
-    /// that covered.</summary>
-    private static int Round256(float* row, int k, float inverse, short* qr)
-    {
-        var c = Vector256<float>.Count;
-        var vi = Vector256.Create(inverse);
-        var i = 0;
-        for (; i + 2 * c <= k; i += 2 * c)
-        {
-            var a = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(row + i) * vi));
-            var b = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(row + i + c) * vi));
-            Vector256.Narrow(a, b).Store(qr + i);
-        }
-        return i;
-    }
-
-    /// <summary><see cref="Round256"/> on 128-bit vectors.</summary>
-    private static int Round128(float* row, int k, float inverse, short* qr)
-    {
-        var c = Vector128<float>.Count;
-        var vi = Vector128.Create(inverse);
-        var i = 0;
-        for (; i + 2 * c <= k; i += 2 * c)
-        {
-            var a = Vector128.ConvertToInt32(Vector128.Round(Vector128.Load(row + i) * vi));
-            var b = Vector128.ConvertToInt32(Vector128.Round(Vector128.Load(row + i + c) * vi));
-            Vector128.Narrow(a, b).Store(qr + i);
-        }
-        return i;
     }
 }
 

@@ -38,9 +38,6 @@ internal sealed unsafe class PackedLinear : LinearWeight
     private readonly int _n, _k;
     /// <summary>Integer formats: <c>k</c> steps of the kernel (pairs of inputs) and the activations' int16 limit.</summary>
     private readonly int _pairs, _limit;
-    /// <summary>Whether activations are rounded to int16 on 256-bit vectors (x64 with AVX2) or 128-bit ones (the portable
-    /// path: Arm's NEON, where 256-bit vectors would be emulated).</summary>
-    private readonly bool _wideRounding;
     private byte* _weights;
     private float* _scale, _bias;
 
@@ -49,7 +46,6 @@ internal sealed unsafe class PackedLinear : LinearWeight
         if (OutFeatures > int.MaxValue || InFeatures > int.MaxValue) throw new ArgumentException("The weight is too large for the packed kernels.");
         _kernel = kernel;
         _format = format;
-        _wideRounding = kernel != CpuKernel.Portable && Vector256.IsHardwareAccelerated;
         _n = (int)OutFeatures;
         _k = (int)InFeatures;
         var width = PanelWidth(kernel);
@@ -187,7 +183,7 @@ internal sealed unsafe class PackedLinear : LinearWeight
                 for (long r = 0; r < m; r += chunk)
                 {
                     var rows = Math.Min(chunk, m - r);
-                    Int8PairWeights.QuantizeRows(x + r * _k, rows, _k, _limit, (short*)buffer, 2 * _pairs, rowScale, _wideRounding);
+                    Int8PairWeights.QuantizeRows(x + r * _k, rows, _k, _limit, (short*)buffer, 2 * _pairs, rowScale);
                     Run(buffer, rowScale, y + r * _n, rows);
                 }
             }
