@@ -26,7 +26,14 @@ internal static partial class Modes
             ($"ours float32 ({best})", best, PackedFormat.Float32),
             ($"ours int8 ({best})", best, PackedFormat.Int8),
             ($"ours bf16 ({best})", best, PackedFormat.BFloat16),
-        };
+        }.Concat(o.AllKernels && best == CpuKernel.Avx512
+            ? new (string Name, CpuKernel? Cpu, PackedFormat Format)[]
+            {
+                ("ours float32 (avx2)", CpuKernel.Avx2, PackedFormat.Float32),
+                ("ours int8 (avx2)", CpuKernel.Avx2, PackedFormat.Int8),
+                ("ours bf16 (avx2)", CpuKernel.Avx2, PackedFormat.BFloat16),
+            }
+            : []).ToArray();
         var rowCounts = new[] { 1, 16, 512 };
         WarmUp(kernels.Select(k => (k.Cpu, k.Format)).ToArray(), rowCounts);
         var rows = new List<string[]>();

@@ -17,7 +17,7 @@ namespace TransformerInference.Samples.Benchmark;
 /// <param name="Lines">tokenizer: a text file, one input per line, or an oracle expected.jsonl.gz.</param>
 /// <param name="Shape">kernels mode: base, small, opus-mt or nllb-600m.</param>
 /// <param name="Tokens">kernels mode: new tokens per sequence.</param>
-/// <param name="AllKernels">kernels mode: also the portable kernel and LibTorch bfloat16.</param>
+/// <param name="AllKernels">kernels mode: also the portable kernel and LibTorch bfloat16; products mode on an AVX-512 CPU: also the AVX2 kernels.</param>
 /// <param name="Json">File to write the results to as JSON, or null.</param>
 /// <param name="OrtInt8">onnxruntime mode: the int8 formats of ONNX Runtime's quantized copies (onnx/quantize.py).</param>
 internal sealed record Options(string Mode, int Threads, int Runs, ScalarType DType, bool Small, int Calls = 2000,
@@ -87,7 +87,7 @@ internal static class Program
         {
             Description = "kernels/limits/onnxruntime/products: the model shape", DefaultValueFactory = _ => "base", Recursive = true,
         }.AcceptOnlyFromAmong(RandomModel.ShapeNames);
-        var allKernels = new Option<bool>("--all-kernels") { Description = "kernels: also our portable kernel and LibTorch bfloat16", Recursive = true };
+        var allKernels = new Option<bool>("--all-kernels") { Description = "kernels: also our portable kernel and LibTorch bfloat16; products (AVX-512 CPU): also our AVX2 kernels", Recursive = true };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON to this file", Recursive = true };
         var ortInt8 = new Option<string>("--ort-int8")
         {

@@ -39,8 +39,9 @@ public class KernelTests
         var bias = withBias ? randn(outFeatures) : null;
         // 8 rows: 4 + 4; 9: 6 + 3; 13: 6 + 4 + 3; 14: 6 + 6 + 2 (a three-row pass repeating its second row);
         // 16: 6 + 6 + 4; 70: two row blocks; 130: three, the last of two rows (an encoder's many rows take the same
-        // kernels as a decode step).
-        foreach (var rows in new[] { 1, 2, 3, 4, 5, 8, 9, 13, 14, 16, 70, 130 })
+        // kernels as a decode step). The 512-bit path takes twelve rows at a time first: 12; 13: 12 + 1; 14: 12 + 2;
+        // 15: 12 + 3; 16: 12 + 4; a 64-row block: 5 × 12 + 4.
+        foreach (var rows in new[] { 1, 2, 3, 4, 5, 8, 9, 12, 13, 14, 15, 16, 70, 130 })
         {
             var x = randn(rows, inFeatures);
             var expected = F.linear(x, weight, bias).data<float>().ToArray();
@@ -94,9 +95,10 @@ public class KernelTests
         var weight = randn(outFeatures, inFeatures);
         weight[5] = zeros(inFeatures); // an all-zero channel has scale 0
         var bias = randn(outFeatures);
-        // Leading dimensions are kept. 134 rows: three row blocks; 518: int8 quantizes and runs 256 rows at a time.
+        // Leading dimensions are kept. 15 rows: 12 + 3 on the 512-bit path; 134: three row blocks; 518: int8 quantizes
+        // and runs 256 rows at a time.
         var x = randn(1, 2 * PackedLinear.QuantizedRows + 6, inFeatures);
-        foreach (var rows in new[] { 6, 134, 2 * PackedLinear.QuantizedRows + 6 })
+        foreach (var rows in new[] { 6, 15, 134, 2 * PackedLinear.QuantizedRows + 6 })
         {
             var input = x.narrow(1, 0, rows);
             // int8 reference written out independently: weights symmetric per output channel (max|w| / 127), each row of

@@ -175,12 +175,16 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         for (long r0 = 0; r0 < m; r0 += RowBlock)
         {
             var rows = (int)Math.Min(RowBlock, m - r0);
-            // Six rows at a time (twelve accumulators: more FMAs per weight loaded), except that the last seven or eight
+            // Where 32 vector registers hold 24 accumulators (AVX-512), twelve rows at a time first. Then six rows at a
+            // time (twelve accumulators: more FMAs per weight loaded), except that the last seven or eight
             // go as 4 + 3 or 4 + 4 rather than 6 + 1 (+ 1); then four at a time; two or three left go in one three-row
             // pass (six chains instead of two per row: the one-row kernel waits on its two chains' latency), the third
             // row repeating the second when two are left (same bits, written twice); one left goes alone.
+            var twelves = 0;
+            if (TOps.Registers >= 32)
+                for (var left = rows; left >= 12; left -= 12) twelves++;
             var sixes = 0;
-            for (var left = rows; left >= 6 && left is not (7 or 8); left -= 6) sixes++;
+            for (var left = rows - 12 * twelves; left >= 6 && left is not (7 or 8); left -= 6) sixes++;
             var xb = x + r0 * k;
             var yb = y + r0 * n;
             var rs = TFormat.Integer ? rowScale + r0 : null;
@@ -200,10 +204,18 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
                 var s = Offset(scale, p * width);
                 var b = Offset(bias, p * width);
                 var r = 0;
+                // 32 vector registers (AVX-512): twelve rows at a time, and during the first such pass the next panel is
+                // prefetched into L2 (every format), so every pass reads its panel from cache and the stream from
+                // memory runs beside the arithmetic. At 16 rows this took 0.69-0.75x the time of the six-row plan in
+                // float32, 0.83-0.90x in int8 (one thread, Zen 5).
+                for (var pass = 0; pass < twelves; pass++, r += 12)
+                    Rows12(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch,
+                        pass == 0 && p + 1 < panels ? panel + panelBytes : null, Offset(rs, r));
                 // float32 only: during the second six-row pass (the first when there is one), the next panel is
                 // prefetched into L2, one line per k step, so the next panel's first pass does not wait on memory (a
                 // float32 panel is read at 64 B per k step, more than memory gives one core; int8 and bf16 are not).
                 var prefetchPass = TFormat.Size == 4 && Sse.IsSupported && p + 1 < panels ? Math.Min(1, sixes - 1) : -1;
+                if (twelves > 0) prefetchPass = -1;
                 for (var pass = 0; pass < sixes; pass++, r += 6)
                     Rows6(xb + (long)r * k, k, panel, yb + (long)r * n + p * width, n, columns, s, b, scratch,
                         pass == prefetchPass ? panel + panelBytes : null, Offset(rs, r));
@@ -302,6 +314,77 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         Store(y + 3 * n, columns, a3, b3, scale, bias, scratch, RowScale(rowScale, 3));
         Store(y + 4 * n, columns, a4, b4, scale, bias, scratch, RowScale(rowScale, 4));
         Store(y + 5 * n, columns, a5, b5, scale, bias, scratch, RowScale(rowScale, 5));
+    }
+
+    /// <summary>Twelve rows against one panel, 24 chains: only where 32 vector registers hold them (512-bit path).</summary>
+    private static void Rows12(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch,
+        byte* prefetch, float* rowScale)
+    {
+        var c = TOps.Count;
+        var step = 2 * c * TFormat.Size;
+        TV a0 = TOps.Zero, b0 = TOps.Zero, a1 = TOps.Zero, b1 = TOps.Zero, a2 = TOps.Zero, b2 = TOps.Zero;
+        TV a3 = TOps.Zero, b3 = TOps.Zero, a4 = TOps.Zero, b4 = TOps.Zero, a5 = TOps.Zero, b5 = TOps.Zero;
+        TV a6 = TOps.Zero, b6 = TOps.Zero, a7 = TOps.Zero, b7 = TOps.Zero, a8 = TOps.Zero, b8 = TOps.Zero;
+        TV a9 = TOps.Zero, b9 = TOps.Zero, a10 = TOps.Zero, b10 = TOps.Zero, a11 = TOps.Zero, b11 = TOps.Zero;
+        for (var i = 0; i < k; i++, w += step)
+        {
+            if (prefetch != null)
+            {
+                Sse.Prefetch1(prefetch);
+                if (step > 64) Sse.Prefetch1(prefetch + 64);
+                prefetch += step;
+            }
+            TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
+            var xi = x + i;
+            var v0 = TOps.Broadcast(xi);
+            a0 = TFormat.MultiplyAdd<TOps, TV>(lo, v0, a0);
+            b0 = TFormat.MultiplyAdd<TOps, TV>(hi, v0, b0);
+            var v1 = TOps.Broadcast(xi + 1 * k);
+            a1 = TFormat.MultiplyAdd<TOps, TV>(lo, v1, a1);
+            b1 = TFormat.MultiplyAdd<TOps, TV>(hi, v1, b1);
+            var v2 = TOps.Broadcast(xi + 2 * k);
+            a2 = TFormat.MultiplyAdd<TOps, TV>(lo, v2, a2);
+            b2 = TFormat.MultiplyAdd<TOps, TV>(hi, v2, b2);
+            var v3 = TOps.Broadcast(xi + 3 * k);
+            a3 = TFormat.MultiplyAdd<TOps, TV>(lo, v3, a3);
+            b3 = TFormat.MultiplyAdd<TOps, TV>(hi, v3, b3);
+            var v4 = TOps.Broadcast(xi + 4 * k);
+            a4 = TFormat.MultiplyAdd<TOps, TV>(lo, v4, a4);
+            b4 = TFormat.MultiplyAdd<TOps, TV>(hi, v4, b4);
+            var v5 = TOps.Broadcast(xi + 5 * k);
+            a5 = TFormat.MultiplyAdd<TOps, TV>(lo, v5, a5);
+            b5 = TFormat.MultiplyAdd<TOps, TV>(hi, v5, b5);
+            var v6 = TOps.Broadcast(xi + 6 * k);
+            a6 = TFormat.MultiplyAdd<TOps, TV>(lo, v6, a6);
+            b6 = TFormat.MultiplyAdd<TOps, TV>(hi, v6, b6);
+            var v7 = TOps.Broadcast(xi + 7 * k);
+            a7 = TFormat.MultiplyAdd<TOps, TV>(lo, v7, a7);
+            b7 = TFormat.MultiplyAdd<TOps, TV>(hi, v7, b7);
+            var v8 = TOps.Broadcast(xi + 8 * k);
+            a8 = TFormat.MultiplyAdd<TOps, TV>(lo, v8, a8);
+            b8 = TFormat.MultiplyAdd<TOps, TV>(hi, v8, b8);
+            var v9 = TOps.Broadcast(xi + 9 * k);
+            a9 = TFormat.MultiplyAdd<TOps, TV>(lo, v9, a9);
+            b9 = TFormat.MultiplyAdd<TOps, TV>(hi, v9, b9);
+            var v10 = TOps.Broadcast(xi + 10 * k);
+            a10 = TFormat.MultiplyAdd<TOps, TV>(lo, v10, a10);
+            b10 = TFormat.MultiplyAdd<TOps, TV>(hi, v10, b10);
+            var v11 = TOps.Broadcast(xi + 11 * k);
+            a11 = TFormat.MultiplyAdd<TOps, TV>(lo, v11, a11);
+            b11 = TFormat.MultiplyAdd<TOps, TV>(hi, v11, b11);
+        }
+        Store(y, columns, a0, b0, scale, bias, scratch, RowScale(rowScale, 0));
+        Store(y + n, columns, a1, b1, scale, bias, scratch, RowScale(rowScale, 1));
+        Store(y + 2 * n, columns, a2, b2, scale, bias, scratch, RowScale(rowScale, 2));
+        Store(y + 3 * n, columns, a3, b3, scale, bias, scratch, RowScale(rowScale, 3));
+        Store(y + 4 * n, columns, a4, b4, scale, bias, scratch, RowScale(rowScale, 4));
+        Store(y + 5 * n, columns, a5, b5, scale, bias, scratch, RowScale(rowScale, 5));
+        Store(y + 6 * n, columns, a6, b6, scale, bias, scratch, RowScale(rowScale, 6));
+        Store(y + 7 * n, columns, a7, b7, scale, bias, scratch, RowScale(rowScale, 7));
+        Store(y + 8 * n, columns, a8, b8, scale, bias, scratch, RowScale(rowScale, 8));
+        Store(y + 9 * n, columns, a9, b9, scale, bias, scratch, RowScale(rowScale, 9));
+        Store(y + 10 * n, columns, a10, b10, scale, bias, scratch, RowScale(rowScale, 10));
+        Store(y + 11 * n, columns, a11, b11, scale, bias, scratch, RowScale(rowScale, 11));
     }
 
     private static void Rows4(float* x, int k, byte* w, float* y, int n, int columns, float* scale, float* bias, float* scratch,

@@ -10,6 +10,8 @@ internal unsafe interface IVectorOps<TV> where TV : struct
 {
     /// <summary>Floats per vector.</summary>
     static abstract int Count { get; }
+    /// <summary>Vector registers the JIT can keep values in on this path (the twelve-row product pass needs 27).</summary>
+    static abstract int Registers { get; }
     static abstract TV Zero { get; }
     /// <summary>One float from memory in every lane.</summary>
     static abstract TV Broadcast(float* p);
@@ -46,6 +48,8 @@ internal unsafe interface IVectorOps<TV> where TV : struct
 internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
 {
     public static int Count => Vector512<float>.Count;
+    /// <summary>zmm0-31 (where AVX-512 is native; emulated, the count only affects speed).</summary>
+    public static int Registers => 32;
     public static Vector512<float> Zero => Vector512<float>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Broadcast(float* p) => Vector512.Create(*p);
@@ -97,6 +101,7 @@ internal readonly unsafe struct Avx512Ops : IVectorOps<Vector512<float>>
 internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
 {
     public static int Count => Vector256<float>.Count;
+    public static int Registers => 16;
     public static Vector256<float> Zero => Vector256<float>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Broadcast(float* p) => Vector256.Create(*p);
@@ -148,6 +153,8 @@ internal readonly unsafe struct Avx2Ops : IVectorOps<Vector256<float>>
 internal readonly unsafe struct PortableOps : IVectorOps<Vector128<float>>
 {
     public static int Count => Vector128<float>.Count;
+    /// <summary>16 on x64 without AVX-512 (Arm64 has 32, but the wider passes are not measured there).</summary>
+    public static int Registers => 16;
     public static Vector128<float> Zero => Vector128<float>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> Broadcast(float* p) => Vector128.Create(*p);
