@@ -72,7 +72,9 @@ internal static partial class Modes
         PrintProfile($"staggered", profiles[1], "staggered_profile");
 
         // The ceiling: the model's own step at batch 1 and 16, and one call's encoder, measured directly.
-        var sentences = calls.SelectMany(c => c).ToArray();
+        // In wave order (every caller's first sentence, then every caller's second, ...): a batch of `callers`
+        // consecutive sentences is what a wave of calls in step decodes together, source lengths included.
+        var sentences = Enumerable.Range(0, perCaller).SelectMany(s => calls.Select(c => c[s])).ToArray();
         var (step1, step16, encoder) = StepTimes(model, sentences, callers, o);
         var decodeCeiling = callers * step1 / step16;
         var callCeiling = (encoder + o.Tokens * step1) / (encoder + o.Tokens * step16 / callers);
@@ -143,7 +145,8 @@ internal static partial class Modes
     private static string Rate(long tokens, double ms) => (tokens / (ms / 1000)).ToString("F0", CultureInfo.InvariantCulture);
 
     /// <summary>Median ms of one decoder step at batch 1 and at batch <paramref name="batch"/> (cache filled as a
-    /// call's would be, alternated), and the median encoder run (with cross K/V) of one sentence.</summary>
+    /// call's would be, alternated; each batch one wave of the calls, so its sources are the run's), and the median
+    /// encoder run (with cross K/V) over every sentence.</summary>
     private static (double Step1, double StepN, double Encoder) StepTimes(Modeling.TransformerModel model,
         IReadOnlyList<IReadOnlyList<int>> sentences, int batch, Options o)
     {
@@ -175,10 +178,11 @@ internal static partial class Modes
         Steps(sentences.Take(batch).ToArray());
         for (var r = 0; r < Math.Max(3, o.Runs); r++)
         {
-            one.Add(Steps(sentences.Skip(r).Take(1).ToArray()));
-            many.Add(Steps(sentences.Skip(r).Take(batch).ToArray()));
+            var wave = sentences.Skip(r * batch % sentences.Count).Take(batch).ToArray();
+            one.Add(Steps(wave.Skip(r % wave.Length).Take(1).ToArray()));
+            many.Add(Steps(wave));
         }
-        foreach (var sentence in sentences.Take(32)) encoders.Add(Encoder(sentence));
+        foreach (var sentence in sentences) encoders.Add(Encoder(sentence));
         return (Timing.Median(one), Timing.Median(many), Timing.Median(encoders));
     }
 
