@@ -49,13 +49,24 @@ public class InFlightBatchingTests
         using (var alone = Seed())
             sequential = calls.Select(c => c.Texts.Select(t => alone.TranslateDetailed(new[] { t }, c.Options)[0]).ToArray()).ToArray();
 
+        var endless = new DecodingOptions { IgnoreEos = true }; // a leader that runs to the model's length limit
+        string leaderAlone;
+        using (var alone = Seed()) leaderAlone = alone.TranslateDetailed(new[] { sentences[0] }, endless)[0].Text;
+
         using var shared = Seed();
-        // Staggered starts: later calls arrive while earlier ones decode.
+        // The calls start once the leader has produced its first token, so the first of them find a running batch
+        // however fast the machine is; staggered starts after that: later calls arrive while earlier ones decode.
+        var leader = shared.TranslateStreamAsync(sentences[0], endless).GetAsyncEnumerator();
+        Assert.True(await leader.MoveNextAsync());
+        var leaderText = new System.Text.StringBuilder(leader.Current);
         var tasks = calls.Select(async (c, i) =>
         {
             await Task.Delay(i % 4 * 3);
             return await shared.TranslateDetailedAsync(c.Texts, c.Options);
         }).ToArray();
+        while (await leader.MoveNextAsync()) leaderText.Append(leader.Current);
+        await leader.DisposeAsync();
+        Assert.Equal(leaderAlone, leaderText.ToString());
         var together = await Task.WhenAll(tasks);
         for (var i = 0; i < calls.Length; i++)
             for (var j = 0; j < calls[i].Texts.Length; j++)
@@ -94,19 +105,24 @@ public class InFlightBatchingTests
         var options = new[] { new DecodingOptions { MaxNewTokens = 12, IgnoreEos = true }, new DecodingOptions { MaxNewTokens = 9, BeamSize = 2, NBest = 2 } };
         var alone = sources.Select((s, i) => Generator.Generate(model, new[] { s }, options[i % 2])[0]).ToArray();
         using var scheduler = new BatchScheduler(model);
-        var tasks = new List<Task<IReadOnlyList<IReadOnlyList<Hypothesis>>>>();
-        for (var i = 0; i < sources.Length; i++)
+        // Call i (i ≥ 1) is submitted from the first call's token callback at its i-th token (on the decode thread), so
+        // it joins the running batch at the next step boundary: each at a different step, however fast the machine.
+        var tasks = new Task<IReadOnlyList<IReadOnlyList<Hypothesis>>>[sources.Length];
+        var submitted = 0;
+        void OnToken(int input, int token)
         {
-            tasks.Add(scheduler.GenerateAsync(new[] { sources[i] }, options[i % 2]));
-            await Task.Delay(2);
+            var next = Interlocked.Increment(ref submitted);
+            if (next < sources.Length) tasks[next] = scheduler.GenerateAsync(new[] { sources[next] }, options[next % 2]);
         }
+        tasks[0] = scheduler.GenerateAsync(new[] { sources[0] }, options[0], OnToken);
+        await tasks[0];
         var together = await Task.WhenAll(tasks);
         for (var i = 0; i < sources.Length; i++)
         {
             Assert.Equal(alone[i].Select(h => h.Ids), together[i][0].Select(h => h.Ids));
             Assert.Equal(alone[i].Select(h => Math.Round(h.Score, 3)), together[i][0].Select(h => Math.Round(h.Score, 3)));
         }
-        Assert.True(scheduler.JoinedRunningBatches > 0, "no call joined a running batch");
+        Assert.Equal(sources.Length - 1, scheduler.JoinedRunningBatches);
     }
 
     /// <summary>Seed-tiny encoder inputs of different lengths (framed), from the fixture's sentences.</summary>
