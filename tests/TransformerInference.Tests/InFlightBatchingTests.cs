@@ -439,6 +439,33 @@ public class InFlightBatchingTests
     }
 
     [Fact]
+    public void ALongerSourceWidensTheCrossStoresWithoutAddingRows()
+    {
+        // A call whose source is longer than the stores' width joins into a spare row: the stores widen once and keep
+        // their rows (they grew by half again before, each time, so calls with ever longer sources made them balloon).
+        using var model = SeedParityTests.Load("seed-tiny");
+        using var noGrad = torch.inference_mode();
+        using var scope = torch.NewDisposeScope();
+        var sources = SeedSources(5).OrderBy(s => s.Count).ToArray();
+        Assert.True(sources[^1].Count > sources[1].Count);
+        using var cache = model.Start(Generator.Batch(model, sources.Take(2).ToArray()), 8);
+        var kept = cache.Cross(0).Keys[1].clone();
+        cache.Reorder(torch.tensor(new long[] { 1 })); // the first row leaves: one spare row
+        using var longer = model.Start(Generator.Batch(model, new[] { sources[^1] }), 8);
+        var longerKeys = longer.Cross(0).Keys[0].clone();
+        cache.Merge(new[] { longer });
+        Assert.Equal(1, cache.CrossGrowths);
+        Assert.Equal(2, cache.CrossRows);
+        Assert.Equal(2, cache.BatchSize);
+        var width = cache.SourceMask.shape[3];
+        Assert.Equal(longerKeys.shape[1], width);
+        Assert.True(cache.Cross(0).Keys[1].eq(longerKeys).all().item<bool>());
+        var old = cache.Cross(0).Keys[0];
+        Assert.True(old.narrow(1, 0, kept.shape[1]).eq(kept).all().item<bool>());
+        Assert.Equal(0f, old.narrow(1, kept.shape[1], width - kept.shape[1]).abs().max().item<float>());
+    }
+
+    [Fact]
     public void RowsJoinSpareRowsOfTheCacheAndLeaveInPlaceWithTheirLoneLogits()
     {
         // KvCache directly: a joins, b joins (the stores grow, with rows and positions to spare), a leaves (rows move

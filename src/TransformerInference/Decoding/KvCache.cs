@@ -320,14 +320,17 @@ public sealed class KvCache : IDisposable
 
     /// <summary>Writes the cross-attention keys, values and source masks of <paramref name="joining"/> into the cross
     /// stores' rows from <paramref name="rows"/> on, padded to the stores' source width (zero keys and values, false
-    /// mask); the stores grow first (rows by half again, or the width to the longest source) when they lack room.</summary>
+    /// mask); the stores grow first (rows by half again when rows are short, the width to the longest source when it
+    /// is short) when they lack room.</summary>
     private void JoinCross(long rows, long added, IReadOnlyList<KvCache> joining)
     {
         var width = Math.Max(_maskStore.shape[3], joining.Max(j => j._sourceMask.shape[3]));
         if (rows + added > CrossStoreRows - _rowShift || width > _maskStore.shape[3])
         {
             System.Diagnostics.Debug.Assert(_rowShift == 0, "Rows at an offset are moved to the front before the stores grow.");
-            var rowCapacity = Math.Max(rows + added, CrossStoreRows + CrossStoreRows / 2);
+            // Rows grow only when they are short: a longer source alone widens the stores without adding rows (it used
+            // to add half again each time, and calls joining with ever longer sources made the stores balloon).
+            var rowCapacity = rows + added <= CrossStoreRows ? CrossStoreRows : Math.Max(rows + added, CrossStoreRows + CrossStoreRows / 2);
             foreach (var (stores, views, i, dim) in CrossSlots()) stores[i] = Grown(stores[i], views[i], rows, rowCapacity, width, dim);
             _maskStore = Grown(_maskStore, _sourceMask, rows, rowCapacity, width, 3);
             CrossGrowths++;
@@ -402,6 +405,9 @@ public sealed class KvCache : IDisposable
         View(rows);
         CrossView(rows);
     }
+
+    /// <summary>Rows the cross-attention stores hold, used or to spare (tests).</summary>
+    internal long CrossRows => CrossStoreRows;
 
     /// <summary>Store row of cache row 0 (tests).</summary>
     internal long RowShift => _rowShift;
