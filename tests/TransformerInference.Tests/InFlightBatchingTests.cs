@@ -466,6 +466,31 @@ public class InFlightBatchingTests
     }
 
     [Fact]
+    public void JoinsThatLackOnlyPositionsDoNotAddRows()
+    {
+        // A long call keeps position 0 while short calls come and go: each join needs positions past the stores' end
+        // (nothing can slide back) but no more rows than the stores hold. The stores grow in positions only.
+        using var model = SeedParityTests.Load("seed-tiny");
+        using var noGrad = torch.inference_mode();
+        using var scope = torch.NewDisposeScope();
+        var sources = SeedSources(2);
+        using var cache = model.Start(Generator.Batch(model, new[] { sources[0] }), 6);
+        var growths = 0;
+        for (var round = 0; round < 4; round++)
+        {
+            for (var step = 0; step < 6; step++)
+                model.Step(torch.full(new long[] { cache.BatchSize, 1 }, model.SosId, torch.ScalarType.Int64), cache);
+            if (cache.BatchSize == 2) cache.Reorder(torch.tensor(new long[] { 0 })); // the short call leaves
+            var capacity = cache.Capacity;
+            cache.Merge(new[] { model.Start(Generator.Batch(model, new[] { sources[1] }), 4) });
+            Assert.True(cache.Capacity > capacity, $"round {round}: the join needed positions");
+            Assert.Equal(++growths, cache.Growths);
+            Assert.Equal(2, cache.SelfRows);
+            Assert.Equal(2, cache.BatchSize);
+        }
+    }
+
+    [Fact]
     public void RowsJoinSpareRowsOfTheCacheAndLeaveInPlaceWithTheirLoneLogits()
     {
         // KvCache directly: a joins, b joins (the stores grow, with rows and positions to spare), a leaves (rows move

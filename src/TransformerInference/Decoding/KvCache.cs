@@ -285,10 +285,12 @@ public sealed class KvCache : IDisposable
         }
         else
         {
-            // Grow geometrically (half again the rows, and positions to spare for about as many steps as the
-            // joining calls need), so that the next joins find room.
+            // Grow geometrically (half again the rows when rows are short, and positions to spare for about as many
+            // steps as the joining calls need), so that the next joins find room.
             System.Diagnostics.Debug.Assert(_rowShift == 0, "Rows at an offset are moved to the front before the stores grow.");
-            var rowCapacity = Math.Max(rows + added, StoreRows + StoreRows / 2);
+            // Rows grow only when they are short: a join that lacks only positions (a long call keeps position 0 while
+            // others come and go) would otherwise add half again the rows each time, and zero them.
+            var rowCapacity = rows + added <= StoreRows ? StoreRows : Math.Max(rows + added, StoreRows + StoreRows / 2);
             var capacity = Math.Max(Capacity, needed + joining.Max(j => j.Capacity));
             for (var i = 0; i < _keyStores.Length; i++)
             {
@@ -405,6 +407,9 @@ public sealed class KvCache : IDisposable
         View(rows);
         CrossView(rows);
     }
+
+    /// <summary>Rows the self-attention stores hold, used or to spare (tests).</summary>
+    internal long SelfRows => StoreRows;
 
     /// <summary>Rows the cross-attention stores hold, used or to spare (tests).</summary>
     internal long CrossRows => CrossStoreRows;
