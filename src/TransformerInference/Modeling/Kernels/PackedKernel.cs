@@ -269,6 +269,18 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         for (var j = 0; j < columns; j++) y[j] = scratch[j];
     }
 
+    /// <summary>Prefetches one panel row of the next panel into L2 (both cache lines of a 128-byte float32 row on the
+    /// 512-bit path) and returns the next row's address. Null stays null: no prefetch asked for, or a CPU without
+    /// x86's prefetch instructions (the 512-bit path can be forced where it is emulated).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* PrefetchRow(byte* prefetch, int step)
+    {
+        if (!Sse.IsSupported || prefetch == null) return null;
+        Sse.Prefetch1(prefetch);
+        if (step > 64) Sse.Prefetch1(prefetch + 64);
+        return prefetch + step;
+    }
+
     /// <summary>Six rows against one panel: as <see cref="Rows4"/> with twelve chains, so the panel's first pass (the
     /// one that reads it from memory) asks for fewer bytes per cycle and the FMA units have more independent work.
     /// <paramref name="prefetch"/>: null, or a panel of the same size to prefetch into L2 meanwhile.</summary>
@@ -282,12 +294,7 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         float* x0 = x, x1 = x + k, x2 = x + 2 * k, x3 = x + 3 * k, x4 = x + 4 * k, x5 = x + 5 * k;
         for (var i = 0; i < k; i++, w += step)
         {
-            if (prefetch != null)
-            {
-                Sse.Prefetch1(prefetch);
-                if (step > 64) Sse.Prefetch1(prefetch + 64); // a 512-bit panel row is two cache lines
-                prefetch += step;
-            }
+            prefetch = PrefetchRow(prefetch, step);
             TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var v = TOps.Broadcast(x0 + i);
             a0 = TFormat.MultiplyAdd<TOps, TV>(lo, v, a0);
@@ -328,12 +335,7 @@ internal static unsafe class PackedKernel<TOps, TV, TFormat>
         TV a9 = TOps.Zero, b9 = TOps.Zero, a10 = TOps.Zero, b10 = TOps.Zero, a11 = TOps.Zero, b11 = TOps.Zero;
         for (var i = 0; i < k; i++, w += step)
         {
-            if (prefetch != null)
-            {
-                Sse.Prefetch1(prefetch);
-                if (step > 64) Sse.Prefetch1(prefetch + 64);
-                prefetch += step;
-            }
+            prefetch = PrefetchRow(prefetch, step);
             TFormat.LoadPair<TOps, TV>(w, out var lo, out var hi);
             var xi = x + i;
             var v0 = TOps.Broadcast(xi);
